@@ -1,0 +1,77 @@
+"""Run report: a loss-curve plot and ``report.md`` summarising config, training, samples and evals."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: CI and clusters have no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+LOSS_KEYS = ("loss", "loss_gen", "loss_rep", "loss_proj")
+
+
+def plot_losses(metrics: list[dict], path: Path) -> Path | None:
+    """Plot every loss component logged in ``metrics`` against the step."""
+    series = {k: [(m["step"], m[k]) for m in metrics if k in m] for k in LOSS_KEYS}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for key, points in series.items():
+        steps, values = zip(*points)
+        ax.plot(steps, values, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dir: Path, title: str, summary: dict, metrics: list[dict], assets: dict[str, Path],
+                 evals: list[dict] | None = None, notes: list[str] | None = None) -> Path:
+    """Write ``report.md`` (and ``loss.png``) into ``run_dir``; asset paths are linked relatively."""
+    run_dir = Path(run_dir)
+    loss_png = plot_losses(metrics, run_dir / "loss.png")
+    lines = [f"# {title}", ""]
+    lines += ["## Summary", "", "| key | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in summary.items()]
+    last = next((m for m in reversed(metrics) if "loss" in m), None)
+    if last:
+        lines += ["", "## Training", "", "Last logged step: " + ", ".join(
+            f"{k} = {_fmt(v)}" for k, v in last.items() if k in LOSS_KEYS + ("step", "samples_per_s"))]
+    if loss_png:
+        lines += ["", "![loss curve](loss.png)"]
+    if assets:
+        lines += ["", "## Samples (EMA model)", ""]
+        for kind, path in assets.items():
+            rel = os.path.relpath(path, run_dir)
+            lines.append(f"![{kind}]({rel})" if str(path).endswith((".png", ".gif")) else f"- {kind}: [{rel}]({rel})")
+    if evals is not None:
+        lines += ["", "## Evaluation", ""]
+        if not evals:
+            lines.append("No metric was computed.")
+        for result in evals:
+            value = result.get("value")
+            shown = _fmt(value) if value is not None else f"unavailable: {result.get('reason', 'unknown')}"
+            protocol = {k: v for k, v in result.items() if k not in ("metric", "value", "reason")}
+            lines.append(f"- **{result.get('metric')}** = {shown}  \n  protocol: `{json.dumps(protocol, default=str)}`")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    lines += ["", "Resolved configuration: `config.yaml`; per-step metrics: `metrics.jsonl`.", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

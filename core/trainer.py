@@ -1,0 +1,382 @@
+"""The training loop: AdamW + EMA, JSONL metrics, periodic samples/evals, exact resume.
+
+Resume discipline (after EDM2): everything a step depends on is either saved (model, EMA,
+objective heads, optimizer, LR schedule, step, every RNG state) or a pure function of the step
+(the data order: epoch permutations seeded by ``(seed, epoch)``, position = step). A resumed run
+therefore produces bit-identical parameters to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .ema import EMA
+from .samplers import SamplerConfig, sample
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters; defaults follow REPA's setup (the paper's "REPA setup", App. A.3)."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    lr_warmup_steps: int = 0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    ema_warmup: bool = False
+    log_every: int = 10
+    ckpt_every: int = 500
+    keep_last: int = 3
+    sample_every: int = 0
+    eval_every: int = 0
+    seed: int = 0
+    num_workers: int = 0
+    max_nonfinite: int = 20
+    precision: str = "fp32"
+    compile: bool = False
+    tf32: bool = True
+    device: str = "auto"
+    resume: str | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown train.* keys {unknown}; valid keys: {sorted(known)}")
+        cfg = cls(**{k: (tuple(v) if k == "betas" else v) for k, v in d.items()})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        checks = [
+            (self.steps >= 1, "train.steps", "must be >= 1"),
+            (self.batch_size >= 1, "train.batch_size", "must be >= 1"),
+            (self.lr > 0, "train.lr", "must be > 0"),
+            (all(0 <= b < 1 for b in self.betas), "train.betas", "each must be in [0, 1)"),
+            (0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)"),
+            (self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}"),
+            (self.log_every >= 1, "train.log_every", "must be >= 1"),
+            (self.max_nonfinite >= 1, "train.max_nonfinite", "must be >= 1"),
+        ]
+        for ok, key, why in checks:
+            if not ok:
+                raise ValueError(f"{key}={getattr(self, key.split('.')[1])!r}: {why}")
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Endless batches; epoch e is a permutation seeded by (seed, e). Starts at any step."""
+
+    def __init__(self, dataset_len: int, batch_size: int, seed: int, start_step: int = 0):
+        if dataset_len < batch_size:
+            raise ValueError(f"dataset has {dataset_len} items, fewer than train.batch_size={batch_size}")
+        self.n, self.batch_size, self.seed, self.start_step = dataset_len, batch_size, seed, start_step
+        self.batches_per_epoch = dataset_len // batch_size  # drop_last: every batch is full
+
+    def __iter__(self):
+        epoch, offset = divmod(self.start_step, self.batches_per_epoch)
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            perm = torch.randperm(self.n, generator=g).tolist()
+            for b in range(offset, self.batches_per_epoch):
+                yield perm[b * self.batch_size:(b + 1) * self.batch_size]
+            epoch, offset = epoch + 1, 0
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but no CUDA device is available; use train.device=auto or cpu")
+    return device
+
+
+@dataclass
+class Trainer:
+    """Runs training for one (model, objective, tokenizer, dataset) and writes into ``run_dir``.
+
+    ``hooks`` are called as ``hook(trainer, step)`` every ``eval_every`` steps and once at the end;
+    they may return a dict of metrics that is logged to ``metrics.jsonl``.
+    """
+
+    model: nn.Module
+    objective: nn.Module
+    tokenizer: nn.Module
+    dataset: torch.utils.data.Dataset
+    cfg: TrainConfig
+    run_dir: Path
+    sampler_cfg: SamplerConfig = field(default_factory=SamplerConfig)
+    writer: object | None = None
+    num_samples: int = 16
+    sample_seed: int = 0
+    hooks: list[Callable] = field(default_factory=list)
+    config_fingerprint: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.run_dir = Path(self.run_dir)
+        self.device = pick_device(self.cfg.device)
+        if self.cfg.tf32 and self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if self.cfg.precision == "bf16" and self.device.type == "cpu":
+            log.warning("train.precision=bf16 on CPU: autocast works but is usually slower than fp32 here")
+        self.model.to(self.device)
+        self.objective.to(self.device)
+        self.tokenizer.to(self.device)
+        self.ema = EMA(self.model, self.cfg.ema_decay, self.cfg.ema_warmup)
+        self.params = [p for p in list(self.model.parameters()) + list(self.objective.parameters()) if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay,
+            eps=self.cfg.adam_eps, fused=self.device.type == "cuda",
+        )
+        warm = self.cfg.lr_warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0
+        )
+        if self.cfg.compile:  # the EMA copy above stays uncompiled; the state dict is unaffected
+            self.model.forward_features = torch.compile(self.model.forward_features)
+        self.coords = self.tokenizer.coords().to(self.device)
+        self.step = 0
+        self.nonfinite_total = 0
+        self.nonfinite_in_row = 0
+        self._stop_signal: int | None = None
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.sample_assets: dict[str, Path] = {}
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "objective": self.objective.trainable_state_dict(),
+            "tokenizer": self.tokenizer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "data_position": list(divmod(self.step, len(self.dataset) // self.cfg.batch_size)),  # (epoch, batch)
+            "nonfinite_total": self.nonfinite_total,
+            "rng": capture_rng_state(),
+            "config": self.config_fingerprint,
+        }
+
+    def save(self) -> Path:
+        return save_checkpoint(self.state_dict(), self.ckpt_dir, self.step, self.cfg.keep_last)
+
+    def load(self, path) -> None:
+        state = load_checkpoint(path)
+        theirs = state.get("config", {})
+        mismatched = sorted(k for k in set(theirs) | set(self.config_fingerprint)
+                            if theirs.get(k) != self.config_fingerprint.get(k))
+        if mismatched:
+            detail = ", ".join(f"{k}: checkpoint={theirs.get(k)!r} vs run={self.config_fingerprint.get(k)!r}" for k in mismatched)
+            raise ValueError(f"checkpoint {path} was written by a different configuration ({detail}); "
+                             f"resume with the same model/method/modality settings")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.objective.load_trainable_state_dict(state["objective"])
+        self.tokenizer.load_state_dict(state["tokenizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.nonfinite_total = int(state["nonfinite_total"])
+        restore_rng_state(state["rng"])
+        self._truncate_metrics(self.step)
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric lines logged after ``step`` (written before a crash) so the log has no duplicates."""
+        if not self.metrics_path.exists():
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    # ------------------------------------------------------------------ loop
+
+    def _loader(self) -> DataLoader:
+        batches = ResumableBatchSampler(len(self.dataset), self.cfg.batch_size, self.cfg.seed, self.step)
+        # A private generator keeps DataLoader's base-seed draw out of the global (saved) RNG.
+        return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.cfg.num_workers,
+                          pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.cfg.seed))
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
+    def train_step(self, raw: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """One optimisation step. Returns the detached logs, or None if the loss was not finite."""
+        raw, y = raw.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with torch.no_grad():
+            x0 = self.tokenizer.encode(raw)
+        teacher = self.ema.model if self.objective.needs_teacher else None
+        with self._autocast():
+            out = self.objective(self.model, x0, y, self.coords, teacher=teacher, raw=raw)
+        if not torch.isfinite(out.loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_total += 1
+            self.nonfinite_in_row += 1
+            log.warning("non-finite loss at step %d (skipped; %d in a row)", self.step, self.nonfinite_in_row)
+            if self.nonfinite_in_row >= self.cfg.max_nonfinite:
+                raise FloatingPointError(
+                    f"{self.nonfinite_in_row} non-finite losses in a row at step {self.step} "
+                    f"(train.max_nonfinite={self.cfg.max_nonfinite}); lower train.lr or use train.precision=fp32"
+                )
+            return None
+        self.nonfinite_in_row = 0
+        out.loss.backward()
+        grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0
+                     else torch.zeros(()))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        return {"loss": out.loss.detach(), "grad_norm": grad_norm.detach(), **out.logs}
+
+    def _on_signal(self, signum, frame):
+        self._stop_signal = signum
+
+    def fit(self) -> dict:
+        """Train to ``cfg.steps``; returns a summary (steps, wall time, samples/s, peak memory)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.cfg.resume:
+            self.load(self.cfg.resume)
+        previous = signal.signal(signal.SIGTERM, self._on_signal) if _main_thread() else None
+        sums: dict[str, float] = defaultdict(float)
+        count, t_log, t_start, steps_done = 0, time.perf_counter(), time.perf_counter(), 0
+        self.model.train()
+        self.objective.train()
+        bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not self.cfg.progress, mininterval=2.0,
+                   dynamic_ncols=True, desc="train")
+        try:
+            batches = iter(self._loader())
+            while self.step < self.cfg.steps:
+                raw, y = next(batches)
+                logs = self.train_step(raw, y)
+                self.step += 1
+                steps_done += 1
+                bar.update(1)
+                if logs is not None:
+                    for k, v in logs.items():
+                        sums[k] += float(v)
+                    count += 1
+                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                    now = time.perf_counter()
+                    record = {k: v / max(count, 1) for k, v in sums.items()}
+                    elapsed = now - t_log
+                    n_steps = self.cfg.log_every if self.step % self.cfg.log_every == 0 else self.step % self.cfg.log_every
+                    record.update(step=self.step, lr=self.scheduler.get_last_lr()[0],
+                                  steps_per_s=n_steps / elapsed, samples_per_s=n_steps * self.cfg.batch_size / elapsed,
+                                  nonfinite_total=self.nonfinite_total, time_s=now - t_start)
+                    if self.device.type == "cuda":
+                        record["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+                    self.log_metrics(record)
+                    bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
+                    sums.clear()
+                    count, t_log = 0, now
+                if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0:
+                    self.save()
+                if self.cfg.sample_every and self.step % self.cfg.sample_every == 0:
+                    self.write_samples(f"step_{self.step:08d}")
+                if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.step < self.cfg.steps:
+                    self.run_hooks()
+                if self._stop_signal is not None:
+                    path = self.save()
+                    log.warning("signal %d received: saved %s at step %d and stopped", self._stop_signal, path, self.step)
+                    raise SystemExit(0)
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if not self.ckpt_dir.exists() or self.step % max(self.cfg.ckpt_every, 1) != 0:
+            self.save()
+        wall = time.perf_counter() - t_start
+        return {"steps": self.step, "steps_this_run": steps_done, "wall_s": wall,
+                "samples_per_s": steps_done * self.cfg.batch_size / wall if wall > 0 else float("nan")}
+
+    def log_metrics(self, record: dict) -> None:
+        record = {k: (float(v) if isinstance(v, (torch.Tensor, float)) else v) for k, v in record.items()}
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record, allow_nan=True) + "\n")
+
+    def run_hooks(self) -> dict:
+        results = {}
+        for hook in self.hooks:
+            out = hook(self, self.step)
+            if out:
+                results.update(out)
+        if results:
+            self.log_metrics({"step": self.step, **{k: v for k, v in results.items() if isinstance(v, (int, float))}})
+        return results
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, seed: int, sampler_cfg: SamplerConfig | None = None,
+                 batch_size: int | None = None, labels: torch.Tensor | None = None):
+        """Sample with the EMA model; returns ``(decoded samples, labels, nfe per batch)``."""
+        cfg = sampler_cfg or self.sampler_cfg
+        model = self.ema.model
+        num_classes = model.num_classes
+        if labels is None:
+            labels = torch.arange(num_samples) % max(num_classes, 1) if num_classes > 0 else torch.zeros(num_samples, dtype=torch.long)
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        batch_size = batch_size or max(self.cfg.batch_size, 1)
+        outs, nfe = [], 0
+        N, C = self.coords.shape[0], self.model.in_channels
+        for start in range(0, num_samples, batch_size):
+            y = labels[start:start + batch_size].to(self.device)
+            noise = torch.randn((y.shape[0], N, C), generator=g, device=self.device)
+            with self._autocast():
+                x, nfe = sample(model, noise, y, self.coords, cfg, generator=g)
+            outs.append(self.tokenizer.decode(x.float()).cpu())
+        return torch.cat(outs), labels, nfe
+
+    def write_samples(self, stem: str) -> dict[str, Path]:
+        if self.writer is None:
+            return {}
+        samples, labels, _ = self.generate(self.num_samples, self.sample_seed)
+        assets = self.writer.write(samples, labels, self.run_dir / "samples", stem)
+        self.sample_assets = assets
+        return assets
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None

@@ -1,0 +1,261 @@
+"""Images: a procedural shapes dataset, an image-folder dataset, pixel patches, PNG grids.
+
+The default data is generated on first use: 32x32 RGB scenes of one coloured shape on a
+coloured background, class = shape. It is written as PNG files in ImageFolder layout under the
+cache directory, so the same folder dataset class that serves users' data reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image, ImageDraw
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.utils import make_grid
+
+from core.tokens import SampleWriter, Tokenizer
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+SHAPES = ("circle", "square", "triangle", "cross")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SELFFLOW_CACHE", "~/.cache/selfflow-lab")).expanduser()
+
+
+#################################################################################
+#                               Image-folder dataset                            #
+#################################################################################
+
+
+def load_image(path: Path, image_size: int) -> Tensor:
+    """Read an image file as ``(3, S, S)`` float in [-1, 1]: RGB, shorter side to S, centre crop."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        scale = image_size / min(img.size)
+        if scale != 1.0:
+            img = img.resize((max(image_size, round(img.width * scale)), max(image_size, round(img.height * scale))),
+                             Image.BICUBIC)
+        left, top = (img.width - image_size) // 2, (img.height - image_size) // 2
+        img = img.crop((left, top, left + image_size, top + image_size))
+        arr = np.asarray(img, dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+
+
+class ImageFolderDataset(Dataset):
+    """Class-per-subfolder images (``root/<class>/<file>.png``), e.g. an ImageNet-style tree.
+
+    Every file is opened once at construction; unreadable or truncated files are skipped,
+    counted in ``skipped`` as ``(path, reason)`` and reported, not fatal. A folder with no
+    readable image is an error before training starts.
+    """
+
+    def __init__(self, root: str | Path, image_size: int = 32, verify: bool = True):
+        self.root = Path(root).expanduser()
+        self.image_size = image_size
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} does not exist (set modality.dataset.root)")
+        self.class_names = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not self.class_names:
+            raise ValueError(f"image folder {self.root} has no class subfolders; expected root/<class>/<image>.png")
+        self.samples: list[tuple[Path, int]] = []
+        self.skipped: list[tuple[str, str]] = []
+        for label, name in enumerate(self.class_names):
+            for path in sorted((self.root / name).rglob("*")):
+                if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
+                    continue
+                reason = _check_image(path) if verify else None
+                if reason:
+                    self.skipped.append((str(path), reason))
+                else:
+                    self.samples.append((path, label))
+        if self.skipped:
+            log.warning("skipped %d unreadable image(s) in %s, first: %s (%s)", len(self.skipped), self.root,
+                        *self.skipped[0])
+        if not self.samples:
+            raise ValueError(f"image folder {self.root} contains no readable images ({len(self.skipped)} skipped)")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.samples[index]
+        return load_image(path, self.image_size), label
+
+
+def _check_image(path: Path) -> str | None:
+    """``None`` if the file decodes fully, else the reason it does not."""
+    try:
+        with Image.open(path) as img:
+            img.load()  # decodes every byte: catches truncation that verify() lets through
+        return None
+    except Exception as exc:  # PIL raises many types for bad files
+        return f"{type(exc).__name__}: {exc}"
+
+
+#################################################################################
+#                         The embedded procedural dataset                        #
+#################################################################################
+
+
+def _draw_shape(rng: np.random.Generator, shape: str, size: int) -> Image.Image:
+    """One scene, drawn at 4x and downsampled for anti-aliased edges."""
+    s = 4 * size
+    bg = tuple(int(c) for c in rng.integers(0, 96, 3))
+    fg = tuple(int(c) for c in rng.integers(128, 256, 3))
+    img = Image.new("RGB", (s, s), bg)
+    draw = ImageDraw.Draw(img)
+    r = rng.uniform(0.2, 0.32) * s
+    cx, cy = rng.uniform(r + 2, s - r - 2, 2)
+    if shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fg)
+    elif shape == "square":
+        angle = rng.uniform(0, math.pi / 2)
+        pts = [(cx + r * math.cos(angle + k * math.pi / 2), cy + r * math.sin(angle + k * math.pi / 2)) for k in range(4)]
+        draw.polygon(pts, fill=fg)
+    elif shape == "triangle":
+        angle = rng.uniform(0, 2 * math.pi)
+        pts = [(cx + r * math.cos(angle + k * 2 * math.pi / 3), cy + r * math.sin(angle + k * 2 * math.pi / 3)) for k in range(3)]
+        draw.polygon(pts, fill=fg)
+    elif shape == "cross":
+        w = r / 3
+        draw.rectangle([cx - r, cy - w, cx + r, cy + w], fill=fg)
+        draw.rectangle([cx - w, cy - r, cx + w, cy + r], fill=fg)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    return img.resize((size, size), Image.LANCZOS)
+
+
+def generate_shapes(root: Path, per_class: int, image_size: int, seed: int) -> None:
+    """Write the dataset into ``root`` atomically (temp folder + rename) with a manifest of hashes."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        digest = hashlib.sha256()
+        for label, shape in enumerate(SHAPES):
+            (tmp / shape).mkdir()
+            rng = np.random.default_rng([seed, label])
+            for i in range(per_class):
+                path = tmp / shape / f"{shape}_{i:05d}.png"
+                _draw_shape(rng, shape, image_size).save(path, format="PNG")
+                digest.update(path.read_bytes())
+        manifest = {"per_class": per_class, "image_size": image_size, "seed": seed, "classes": list(SHAPES),
+                    "count": per_class * len(SHAPES), "sha256": digest.hexdigest()}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if root.exists():  # a stale or damaged copy: keep nothing half-written
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def verify_shapes(root: Path, per_class: int, image_size: int, seed: int) -> str | None:
+    """``None`` if ``root`` holds exactly the expected generated files, else what is wrong."""
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        return "no manifest"
+    manifest = json.loads(manifest_path.read_text())
+    expected = {"per_class": per_class, "image_size": image_size, "seed": seed, "classes": list(SHAPES)}
+    if any(manifest.get(k) != v for k, v in expected.items()):
+        return f"generated with other settings {manifest}"
+    files = [root / s / f"{s}_{i:05d}.png" for s in SHAPES for i in range(per_class)]
+    present = sum(1 for _ in root.glob("*/*.png"))
+    if present != manifest["count"] or not all(f.is_file() for f in files):
+        return f"{present} files on disk, manifest says {manifest['count']}"
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    if digest.hexdigest() != manifest["sha256"]:
+        return "file contents do not match the manifest hash"
+    return None
+
+
+class ShapesDataset(ImageFolderDataset):
+    """The embedded default: coloured circles, squares, triangles and crosses (class = shape).
+
+    Generated deterministically from ``seed`` into ``root`` (default: the cache directory) on first
+    use, verified (file count and content hash) on every later use, regenerated if damaged.
+    """
+
+    def __init__(self, root: str | Path | None = None, image_size: int = 32, per_class: int = 500, seed: int = 0):
+        root = Path(root).expanduser() if root else default_cache_dir() / "data"
+        folder = root / f"shapes{image_size}-n{per_class}-s{seed}"
+        problem = verify_shapes(folder, per_class, image_size, seed) if folder.exists() else "missing"
+        if problem:
+            if problem != "missing":
+                log.warning("regenerating %s: %s", folder, problem)
+            generate_shapes(folder, per_class, image_size, seed)
+        super().__init__(folder, image_size, verify=False)  # content hash already checked
+
+
+#################################################################################
+#                              Tokenizer and writer                              #
+#################################################################################
+
+
+class PixelPatchTokenizer(Tokenizer):
+    """Non-overlapping ``p x p`` pixel patches, flattened in (c, p1, p2) order, row-major tokens.
+
+    The (c, p1, p2) order matches the released Self-Flow model's pre-patchified input.
+    """
+
+    def __init__(self, image_size: int = 32, channels: int = 3, patch_size: int = 4):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size={image_size} is not divisible by patch_size={patch_size}")
+        self.image_size, self.channels, self.patch_size = image_size, channels, patch_size
+        self.grid = image_size // patch_size
+        self.token_dim = channels * patch_size * patch_size
+
+    def encode(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1:] != (self.channels, self.image_size, self.image_size):
+            raise ValueError(f"expected images (B, {self.channels}, {self.image_size}, {self.image_size}), got {tuple(x.shape)}")
+        p = self.patch_size
+        return rearrange(x, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=p, p2=p)
+
+    def decode(self, tokens: Tensor) -> Tensor:
+        p = self.patch_size
+        return rearrange(tokens, "b (h w) (c p1 p2) -> b c (h p1) (w p2)", h=self.grid, p1=p, p2=p)
+
+    def coords(self) -> Tensor:
+        h, w = torch.meshgrid(torch.arange(self.grid), torch.arange(self.grid), indexing="ij")
+        return torch.stack([torch.zeros_like(h), h, w], dim=-1).reshape(-1, 3)
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """[-1, 1] floats -> uint8, rounding as DiT/REPA do for their sample npz files."""
+    return ((images.float() + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8)
+
+
+class ImageGridWriter(SampleWriter):
+    """Writes one PNG grid of all samples (rows ordered as given)."""
+
+    def __init__(self, nrow: int | None = None, padding: int = 2):
+        self.nrow, self.padding = nrow, padding
+
+    def write(self, samples: Tensor, labels: Tensor | None, out_dir: Path, stem: str) -> dict[str, Path]:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        nrow = self.nrow or max(1, int(math.ceil(math.sqrt(samples.shape[0]))))
+        grid = make_grid(to_uint8(samples), nrow=nrow, padding=self.padding)  # (3, H, W) uint8
+        path = out_dir / f"{stem}_grid.png"
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+        return {"grid": path}

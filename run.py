@@ -1,0 +1,187 @@
+"""Hydra entry point: ``python run.py modality=image method=selfflow model=tiny train=cpu``.
+
+Wires the pieces named in the config together (core/ never imports modalities/ or evals/):
+dataset + tokenizer + writer from ``modality``, the SiT backbone from ``model``, the objective
+(fm / selfflow / repa) from ``method``, the loop from ``train``, the sampler from ``sample``, and
+the evaluators from ``eval``. Every run writes its resolved config, ``metrics.jsonl``,
+checkpoints, samples, ``eval.json`` and ``report.md`` into one run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from core.path import TimeDistribution
+from core.report import write_report
+from core.samplers import SamplerConfig
+from core.trainer import Trainer, TrainConfig, read_metrics
+from core.transformer import SiT
+
+log = logging.getLogger("run")
+
+TASKS = ("train",)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key and the fix."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values that would otherwise fail deep inside a run, with the key to fix."""
+    _require(cfg.task in TASKS, f"task={cfg.task!r}: must be one of {TASKS}")
+    m = cfg.model
+    _require(m.hidden_size > 0 and m.depth > 0 and m.num_heads > 0, "model.hidden_size/depth/num_heads must be > 0")
+    _require(m.hidden_size % m.num_heads == 0,
+             f"model.hidden_size={m.hidden_size} must be divisible by model.num_heads={m.num_heads}")
+    _require(0.0 <= cfg.modality.mask_ratio <= 0.5,
+             f"modality.mask_ratio={cfg.modality.mask_ratio}: must be in [0, 0.5] (paper Eq. 4)")
+    _require(cfg.sample.num_samples >= 1, f"sample.num_samples={cfg.sample.num_samples}: must be >= 1")
+    _require("objective" in cfg.method and "_target_" in cfg.method.objective,
+             "method.objective._target_ is missing; pick method=fm|selfflow|repa or give a target class")
+
+
+def time_distribution(cfg: DictConfig) -> TimeDistribution:
+    t = cfg.modality.time
+    return TimeDistribution(dist=t.dist, mu=float(t.mu), sigma=float(t.sigma), shift=float(t.shift))
+
+
+def sampler_config(cfg: DictConfig) -> SamplerConfig:
+    s = cfg.sample
+    return SamplerConfig(method=s.method, num_steps=int(s.num_steps), shift=float(s.shift),
+                         cfg_scale=float(s.cfg_scale), guidance_low=float(s.guidance_low),
+                         guidance_high=float(s.guidance_high), last_step=float(s.last_step),
+                         diffusion_norm=float(s.diffusion_norm))
+
+
+def instantiate_with_objects(node: DictConfig, **objects):
+    """Like ``hydra.utils.instantiate`` but passes Python objects (modules, dataclasses) untouched.
+
+    hydra would merge keyword arguments into the config and turn them into config nodes.
+    """
+    params = OmegaConf.to_container(node, resolve=True)
+    target = get_object(params.pop("_target_"))
+    return target(**params, **objects)
+
+
+def build(cfg: DictConfig) -> dict:
+    """Instantiate dataset, tokenizer, writer, model and objective from a composed config."""
+    validate(cfg)
+    dataset = instantiate(cfg.modality.dataset)
+    tokenizer = instantiate(cfg.modality.tokenizer)
+    writer = instantiate(cfg.modality.writer)
+    m = cfg.model
+    model = SiT(in_channels=tokenizer.token_dim, hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads,
+                mlp_ratio=m.mlp_ratio, num_classes=dataset.num_classes, learn_sigma=m.learn_sigma,
+                pos_axes=list(cfg.modality.pos_axes), grad_checkpointing=m.grad_checkpointing)
+    extra = {}
+    if "encoder" in cfg.method:
+        extra["encoder"] = instantiate(cfg.method.encoder, in_dim=tokenizer.token_dim)
+    objective_kwargs = dict(time_dist=time_distribution(cfg), **extra)
+    target = cfg.method.objective._target_
+    if not target.endswith("FlowMatchingObjective"):
+        objective_kwargs.update(hidden_size=m.hidden_size, depth=m.depth)
+    objective = instantiate_with_objects(cfg.method.objective, **objective_kwargs)
+    return dict(dataset=dataset, tokenizer=tokenizer, writer=writer, model=model, objective=objective)
+
+
+def fingerprint(cfg: DictConfig) -> dict:
+    """The settings a checkpoint must agree on to be resumed."""
+    keys = ["model", "method.objective", "modality.name", "modality.tokenizer", "modality.pos_axes"]
+    return {k: json.dumps(OmegaConf.to_container(OmegaConf.select(cfg, k), resolve=True), sort_keys=True)
+            if isinstance(OmegaConf.select(cfg, k), DictConfig) else OmegaConf.select(cfg, k) for k in keys}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def make_eval_hook(cfg: DictConfig, sampler_cfg: SamplerConfig, dataset):
+    """A trainer hook scoring EMA samples with the modality's metrics through ``evals`` (lazy import)."""
+
+    def hook(trainer: Trainer, step: int) -> dict:
+        if not cfg.eval.enabled or cfg.eval.num_samples <= 0:
+            return {}
+        protocol = {"step": step, "sampler": sampler_cfg.method, "num_steps": sampler_cfg.num_steps,
+                    "cfg_scale": sampler_cfg.cfg_scale, "sample_shift": sampler_cfg.shift}
+        try:
+            from evals.api import evaluate  # noqa: PLC0415 -- optional, heavy
+        except ImportError as exc:
+            results = [{"metric": "eval", "value": None, "reason": f"evals package unavailable: {exc}"}]
+        else:
+            fake, _, nfe = trainer.generate(int(cfg.eval.num_samples), seed=int(cfg.sample.seed) + 1)
+            protocol["nfe"] = nfe
+            metrics = None if cfg.eval.metrics == "auto" else list(cfg.eval.metrics)
+            results = evaluate(modality=cfg.modality.name, fake=fake, real=getattr(dataset, "root", None),
+                               metrics=metrics, protocol=protocol, cache_dir=Path(cfg.cache_dir).expanduser())
+        trainer.eval_results = results
+        return {r["metric"]: r["value"] for r in results if isinstance(r.get("value"), (int, float))}
+
+    return hook
+
+
+def main(cfg: DictConfig) -> dict:
+    """Train, sample with the EMA model, evaluate, and write the report. Returns a summary."""
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(HydraConfig.get().runtime.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    torch.manual_seed(int(cfg.seed))
+    parts = build(cfg)
+    train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True))
+    sampler_cfg = sampler_config(cfg)
+    parts["tokenizer"].fit(parts["dataset"])
+    trainer = Trainer(model=parts["model"], objective=parts["objective"], tokenizer=parts["tokenizer"],
+                      dataset=parts["dataset"], cfg=train_cfg, run_dir=run_dir, sampler_cfg=sampler_cfg,
+                      writer=parts["writer"], num_samples=int(cfg.sample.num_samples), sample_seed=int(cfg.sample.seed),
+                      config_fingerprint=fingerprint(cfg))
+    trainer.eval_results = None
+    trainer.hooks.append(make_eval_hook(cfg, sampler_cfg, parts["dataset"]))
+    summary = trainer.fit()
+    assets = trainer.write_samples("final")
+    trainer.run_hooks()
+    evals = trainer.eval_results
+    if evals is not None:
+        (run_dir / "eval.json").write_text(json.dumps(evals, indent=1, default=str))
+    n_params = sum(p.numel() for p in parts["model"].parameters())
+    skipped = getattr(parts["dataset"], "skipped", [])
+    report_summary = {
+        "modality": cfg.modality.name, "method": cfg.method.name, "model": cfg.model.name,
+        "parameters": f"{n_params / 1e6:.2f} M", "steps": summary["steps"], "batch size": train_cfg.batch_size,
+        "wall time (this run)": f"{summary['wall_s']:.1f} s", "samples/s": summary["samples_per_s"],
+        "sampler": f"{sampler_cfg.method}, {sampler_cfg.num_steps} steps, cfg {sampler_cfg.cfg_scale}",
+        "dataset": f"{len(parts['dataset'])} items, {len(skipped)} skipped", "commit": git_commit(),
+    }
+    notes = [f"skipped unreadable file {p}: {why}" for p, why in skipped[:20]]
+    write_report(run_dir, f"{cfg.method.name} on {cfg.modality.name}", report_summary,
+                 read_metrics(run_dir / "metrics.jsonl"), assets, evals, notes)
+    log.info("run directory: %s", run_dir)
+    return {**summary, "run_dir": str(run_dir), "assets": {k: str(v) for k, v in assets.items()}}
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+def cli(cfg: DictConfig) -> None:
+    try:
+        main(cfg)
+    except ConfigError as exc:
+        raise SystemExit(f"config error: {exc}") from None
+
+
+if __name__ == "__main__":
+    cli()
