@@ -1,0 +1,215 @@
+"""Shared plumbing for the media modalities (video, audio, image latents).
+
+Three concerns live here so that every dataset behaves the same way:
+
+* **Bad input.** :class:`MediaError` carries one message that names the file and the fix.
+  Datasets catch it, record ``(path, reason)`` in a :class:`SkipLog` and go on; an empty
+  dataset is an error at construction, before any training starts.
+* **Folder layouts.** :func:`scan_labelled_files` finds media files either in a
+  folder-per-class tree (``root/<class>/<file>``, UCF-101 style, any depth below the class
+  folder) or through an optional label file (``relative/path,class`` lines).
+* **Generated data caches.** :func:`generate_once` builds a default data set under
+  ``$SELFFLOW_CACHE/data/<name>`` exactly once, in a temporary directory renamed into place
+  when complete, so a killed generation never leaves half a data set behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class MediaError(ValueError):
+    """A media file that cannot be used; the message names the file and what to do."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, fix: str = ""):
+        self.path = str(path)
+        self.reason = reason
+        self.fix = fix
+        super().__init__(f"{self.path}: {self.detail}")
+
+    @property
+    def detail(self) -> str:
+        """The message without the leading path (for skip lists that print the path anyway)."""
+        return f"{self.reason} ({self.fix})" if self.fix else self.reason
+
+
+@dataclass
+class SkipLog:
+    """Records files a dataset skipped, so the run can report them instead of dying.
+
+    Files found bad while the dataset is built (probing) are recorded in the main process.
+    A file that only fails later, inside a DataLoader worker, is logged there with a warning
+    and recorded in that worker's copy.
+    """
+
+    entries: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, path: str | os.PathLike, reason: str) -> None:
+        self.entries.append((str(path), reason))
+        log.warning("skipping %s: %s", path, reason)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def summary(self, limit: int = 10) -> str:
+        """One paragraph for the end-of-epoch report."""
+        if not self.entries:
+            return "no files skipped"
+        lines = [f"{len(self.entries)} file(s) skipped:"]
+        lines += [f"  {p}: {r}" for p, r in self.entries[:limit]]
+        if len(self.entries) > limit:
+            lines.append(f"  ... and {len(self.entries) - limit} more")
+        return "\n".join(lines)
+
+
+def cache_root() -> Path:
+    """The directory for generated data sets and latent caches (``$SELFFLOW_CACHE``)."""
+    return Path(os.path.expanduser(os.environ.get("SELFFLOW_CACHE", "~/.cache/selfflow-lab")))
+
+
+def config_hash(config: dict) -> str:
+    """A short stable hash of a JSON-serialisable config (names cache directories)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+MANIFEST = "manifest.json"
+
+
+def generate_once(name: str, params: dict, build: Callable[[Path], int], root: Path | None = None) -> Path:
+    """Return ``<cache>/data/<name>-<hash(params)>``, building it with ``build(tmp_dir)`` if absent.
+
+    ``build`` writes the data set into the temporary directory it is given and returns the
+    number of files written. The manifest records that count; a directory whose manifest is
+    missing or whose file count disagrees (someone deleted files) is rebuilt. The hash of
+    ``params`` in the name means a changed generator setting never reuses old data.
+    """
+    base = (root or cache_root() / "data")
+    target = base / f"{name}-{config_hash(params)}"
+    if _verify(target):
+        return target
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=base))
+    try:
+        count = build(tmp)
+        (tmp / MANIFEST).write_text(json.dumps({"name": name, "params": params, "count": count}, indent=1))
+        if target.exists():  # a stale or partial copy from an older run: replace it
+            shutil.rmtree(target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another process finished the same data set first; keep theirs if it verifies.
+            if not _verify(target):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not _verify(target):
+        raise RuntimeError(f"generated data set {target} failed its file-count check; delete it and retry")
+    log.info("generated %s", target)
+    return target
+
+
+def _verify(target: Path) -> bool:
+    manifest = target / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        expected = json.loads(manifest.read_text())["count"]
+    except (ValueError, KeyError):
+        return False
+    actual = sum(1 for p in target.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return actual == expected
+
+
+def scan_labelled_files(
+    root: str | os.PathLike,
+    extensions: Iterable[str],
+    label_file: str | os.PathLike | None = None,
+    kind: str = "media",
+) -> tuple[list[tuple[Path, int]], list[str]]:
+    """Find ``(path, class_index)`` pairs under ``root``.
+
+    Without ``label_file`` the class is the first folder level below ``root`` (files deeper
+    in the class folder count too, so UCF-101's ``root/<class>/<clip>.avi`` and nested
+    layouts both work). With ``label_file``, each non-empty line is ``relative/path,class``
+    (comma or tab separated; ``#`` starts a comment). Classes are sorted by name.
+    """
+    root = Path(root).expanduser()
+    exts = {e.lower().lstrip(".") for e in extensions}
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: {kind} folder does not exist (set dataset.root to a folder of {kind} files)")
+    if label_file is not None:
+        pairs = _read_label_file(root, Path(label_file).expanduser())
+    else:
+        pairs = []
+        for cls_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for f in sorted(cls_dir.rglob("*")):
+                if f.is_file() and f.suffix.lower().lstrip(".") in exts:
+                    pairs.append((f, cls_dir.name))
+    if not pairs:
+        layout = f"label file {label_file}" if label_file else f"{root}/<class name>/<file>"
+        raise ValueError(
+            f"{root}: no {kind} files with extensions {sorted(exts)} found in {layout}; "
+            f"put files in one folder per class or pass a label file"
+        )
+    class_names = sorted({c for _, c in pairs})
+    index = {c: i for i, c in enumerate(class_names)}
+    return [(p, index[c]) for p, c in pairs], class_names
+
+
+def _read_label_file(root: Path, label_file: Path) -> list[tuple[Path, str]]:
+    if not label_file.is_file():
+        raise FileNotFoundError(f"{label_file}: label file does not exist")
+    pairs = []
+    for n, line in enumerate(label_file.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = [s.strip() for s in line.replace("\t", ",").split(",")]
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            raise ValueError(f"{label_file}:{n}: expected 'relative/path,class', got {line!r}")
+        pairs.append((root / parts[0], parts[1]))
+    return pairs
+
+
+def require_nonempty(items: list, root: str | os.PathLike, skipped: SkipLog, kind: str) -> None:
+    """An empty dataset is an error before training starts, listing why files were dropped."""
+    if not items:
+        raise ValueError(
+            f"{root}: no usable {kind} files; every candidate was rejected.\n{skipped.summary()}"
+        )
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
