@@ -1,0 +1,190 @@
+"""The one call the training job makes: score generated samples against a reference set.
+
+    from evals.api import evaluate
+    records = evaluate("image", fake=samples, real="data/val", metrics=["fid", "sfid"],
+                       protocol={"sampler": "euler", "nfe": 50, "cfg_scale": 1.0})
+
+Returns one provenance record per requested metric (evals/provenance.py). A metric whose network
+or optional package is missing becomes ``{"available": False, "reason": ...}`` rather than an
+exception, unless ``strict=True``; bad *inputs* (wrong shapes, unreadable reference, missing
+sample rate) always raise, because they are the caller's bug.
+
+Inputs per modality:
+
+* image: ``fake`` float (N, 3, H, W) in [-1, 1], uint8 (N, H, W, 3), an ADM npz or an image
+  folder; ``real`` an image folder (ImageFolder layout), an ADM npz (samples or reference batch)
+  or a statistics npz (``mu``/``sigma``[/``mu_s``/``sigma_s``]). Metrics: fid, sfid, precision,
+  recall, is.
+* video: ``fake`` float (N, T, 3, H, W) in [-1, 1] (or a folder of videos); ``real`` a folder of
+  videos (mp4, decoded with PyAV) or a statistics npz. Metrics: fid_frame, fvd.
+* audio: ``fake`` float (N, samples) with ``sample_rate`` (or a folder of audio files); ``real`` a
+  folder of audio files (soundfile) or a statistics npz. Metrics: fd_aisfx, fd_crepe,
+  fad_vggish, fad_pann, fad_clap, fad_encodec.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import provenance as prov
+from .frechet import frechet_distance, is_stats_file, load_stats
+from .weights import MissingWeightsError
+
+METRICS = {
+    "image": ("fid", "sfid", "precision", "recall", "is"),
+    "video": ("fid_frame", "fvd"),
+    "audio": ("fd_aisfx", "fd_crepe", "fad_vggish", "fad_pann", "fad_clap", "fad_encodec"),
+}
+
+FID_FRAME_NOTE = ("FID over all frames with the TF-2015 Inception; blind to frame order and motion "
+                  "by construction; not FVD")
+
+
+def _check(modality: str, metrics) -> list[str]:
+    if modality not in METRICS:
+        raise ValueError(f"modality must be one of {sorted(METRICS)}, got {modality!r}")
+    metrics = list(metrics)
+    bad = [m for m in metrics if m not in METRICS[modality]]
+    if bad:
+        raise ValueError(f"metrics {bad} are not defined for {modality}; available: {list(METRICS[modality])}")
+    return metrics
+
+
+def _src(x) -> str | None:
+    return str(x) if isinstance(x, (str, Path)) else None
+
+
+def evaluate(modality: str, fake, real, metrics, protocol: dict | None = None, cache_dir=None, *,
+             sample_rate: int | None = None, device: str = "cpu", batch_size: int = 50,
+             limit_real: int | None = None, strict: bool = False, fvd_protocol: str = "fvd2048_16f",
+             extractors: dict | None = None) -> list[dict]:
+    """Score ``fake`` against ``real``; returns a list of provenance records (one per metric).
+
+    protocol: caller facts recorded with every number (sampler, nfe, cfg_scale, checkpoint, step,
+    seed, method, anything else). cache_dir: where reference statistics are cached by content hash
+    (default ``~/.cache/selfflow-lab/stats``). extractors: injected networks for tests, e.g.
+    ``{"fvd": I3DExtractor(module=...)}`` or ``{"fad_vggish": model}``.
+    """
+    metrics = _check(modality, metrics)
+    run = {"image": _image, "video": _video, "audio": _audio}[modality]
+    return run(fake, real, metrics, protocol or {}, cache_dir, sample_rate=sample_rate, device=device,
+               batch_size=batch_size, limit_real=limit_real, strict=strict, fvd_protocol=fvd_protocol,
+               extractors=extractors or {})
+
+
+def _unavailable(metrics, err, protocol, strict, **extra):
+    if strict:
+        raise err
+    reason = " ".join(line.strip() for line in str(err).splitlines())  # one line, the fix included
+    return [prov.unavailable(m, reason, protocol, **extra) for m in metrics]
+
+
+# ---- image ----------------------------------------------------------------------------------------
+
+def _image(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limit_real, strict, **_):
+    from . import fid as F
+    from .inception import load_inception
+
+    try:
+        model, sha = load_inception(device=device)
+    except MissingWeightsError as e:
+        return _unavailable(metrics, e, protocol, strict, extractor=F.EXTRACTOR)
+    fk = F.image_set(fake, model, batch_size)
+    rf = F.reference_set(real, model, cache_dir, batch_size, limit_real)
+    base = dict(extractor=F.EXTRACTOR, weights_sha256=sha, n_real=rf.n or rf.pool3.n, n_fake=fk.n,
+                reference_stats_hash=rf.pool3.content_hash(), protocol=protocol, modality="image",
+                real_source=_src(real), n_fake_skipped=len(fk.skipped))
+    out = []
+    for m in metrics:
+        if m == "fid":
+            out.append(prov.record("fid", frechet_distance(rf.pool3, fk.pool3), **base))
+        elif m == "sfid":
+            if rf.spatial is None:
+                out.append(prov.unavailable("sfid", f"{real}: reference has no mu_s/sigma_s", protocol))
+            else:
+                out.append(prov.record("sfid", frechet_distance(rf.spatial, fk.spatial),
+                                       **{**base, "reference_stats_hash": rf.spatial.content_hash(),
+                                          "extractor": F.EXTRACTOR + ":mixed_6/conv[:7]"}))
+        elif m in ("precision", "recall"):
+            if rf.feats is None:
+                out.append(prov.unavailable(m, f"{real}: statistics only; precision/recall needs reference "
+                                               "images (an image folder or an npz with arr_0)", protocol))
+                continue
+            p, r = F.precision_recall(rf.feats, fk.feats, k=3)
+            out.append(prov.record(m, p if m == "precision" else r, **base, k=3))
+        elif m == "is":
+            try:
+                w, wsha = F.load_is_logits_weight()
+            except MissingWeightsError as e:
+                out.extend(_unavailable(["is"], e, protocol, strict))
+                continue
+            out.append(prov.record("is", F.inception_score(fk.feats, w), **{**base, "weights_sha256": wsha,
+                                   "reference_stats_hash": None, "n_real": 0}, split_size=5000))
+    return out
+
+
+# ---- video ----------------------------------------------------------------------------------------
+
+def _video(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limit_real, strict, fvd_protocol,
+           extractors, **_):
+    from . import fid as F
+    from . import fvd as V
+
+    out = []
+    if "fid_frame" in metrics:
+        try:
+            model, sha = F.load_inception(device=device)
+        except MissingWeightsError as e:
+            out.extend(_unavailable(["fid_frame"], e, protocol, strict))
+        else:
+            fk = F.image_set(F.video_frame_batches(fake, batch_size=batch_size), model, batch_size)
+            rf = F.reference_set(real, model, cache_dir, batch_size, limit_real, kind="video_frames")
+            out.append(prov.record("fid_frame", frechet_distance(rf.pool3, fk.pool3), extractor=F.EXTRACTOR,
+                                   weights_sha256=sha, n_real=rf.n or rf.pool3.n, n_fake=fk.n,
+                                   reference_stats_hash=rf.pool3.content_hash(), protocol=protocol,
+                                   modality="video", unit="frames", real_source=_src(real), note=FID_FRAME_NOTE))
+    if "fvd" in metrics:
+        try:
+            ex = extractors.get("fvd") or V.I3DExtractor(device=device)
+        except MissingWeightsError as e:
+            out.extend(_unavailable(["fvd"], e, protocol, strict, fvd_protocol=fvd_protocol,
+                                    note="FVD needs the I3D file; fid_frame is reported instead"))
+            return out
+        fk = V.video_set(fake, ex, fvd_protocol, real=False, batch_size=8)
+        if isinstance(real, (str, Path)) and Path(real).is_file() and is_stats_file(real):
+            rs, n_real = load_stats(real), load_stats(real).n
+        else:
+            rv = V.video_set(real, ex, fvd_protocol, real=True, batch_size=8, limit=limit_real)
+            rs, n_real = rv.stats, rv.n
+        out.append(prov.record("fvd", frechet_distance(rs, fk.stats), extractor=ex.name, weights_sha256=ex.sha256,
+                               n_real=n_real, n_fake=fk.n, reference_stats_hash=rs.content_hash(), ddof=0,
+                               protocol=protocol, modality="video", fvd_protocol=fvd_protocol,
+                               real_source=_src(real)))
+    return out
+
+
+# ---- audio ----------------------------------------------------------------------------------------
+
+def _audio(fake, real, metrics, protocol, cache_dir, *, sample_rate, device, limit_real, strict, extractors, **_):
+    from . import fad as A
+    from .audio_io import RESAMPLER
+
+    out = []
+    for m in metrics:
+        try:
+            if m in extractors:
+                ex = A.ExternalFADExtractor(m, model=extractors[m]) if m in A.FAD_EXTERNAL else extractors[m]
+            else:
+                ex = A.make_extractor(m, device=device) if m in ("fd_aisfx", "fd_crepe") else A.make_extractor(m)
+        except (MissingWeightsError, A.MissingExtraError) as e:
+            out.extend(_unavailable([m], e, protocol, strict))
+            continue
+        fk = A.audio_set(fake, ex, sample_rate)
+        rf = A.reference_audio_set(real, ex, cache_dir, limit_real)
+        out.append(prov.record(m, frechet_distance(rf.stats, fk.stats), extractor=ex.extractor,
+                               weights_sha256=ex.sha256, n_real=rf.n_clips, n_fake=fk.n_clips,
+                               reference_stats_hash=rf.stats.content_hash(), protocol=protocol, modality="audio",
+                               n_real_vectors=rf.n_vectors, n_fake_vectors=fk.n_vectors,
+                               extractor_sample_rate=ex.sample_rate, input_sample_rate=sample_rate,
+                               resampler=RESAMPLER, real_source=_src(real)))
+    return out
