@@ -18,6 +18,11 @@ class LossOutput:
     logs: dict[str, Tensor] = field(default_factory=dict)
 
 
+def at_least_fp32(x: Tensor) -> Tensor:
+    """Losses are reduced in fp32 (or fp64) even when the network ran under bf16 autocast."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def drop_labels(y: Tensor, prob: float, null_class: int) -> Tensor:
     """Replace each label by the null class with probability ``prob`` (CFG training)."""
     if prob <= 0:
@@ -66,4 +71,4 @@ class Objective(nn.Module):
     @staticmethod
     def generation_loss(pred: Tensor, target: Tensor) -> Tensor:
         """Eq. 2: mean squared error over every token and channel."""
-        return (pred.float() - target.float()).pow(2).mean()
+        return (at_least_fp32(pred) - at_least_fp32(target)).pow(2).mean()

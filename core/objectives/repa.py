@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..path import TimeDistribution, interpolate, velocity_target
-from .base import LossOutput, Objective, drop_labels, resolve_layer
+from .base import LossOutput, Objective, at_least_fp32, drop_labels, resolve_layer
 
 
 def build_projector(hidden_size: int, projector_dim: int, out_dim: int) -> nn.Sequential:
@@ -59,5 +59,5 @@ class REPAObjective(Objective):
         pred, feats = model.forward_features(interpolate(x0, eps, t), t, y, coords, features_at=(self.layer,))
         loss_gen = self.generation_loss(pred, velocity_target(x0, eps))
         proj = self.projector(feats[self.layer])
-        loss_proj = -F.cosine_similarity(proj.float(), z.float(), dim=-1).mean()
+        loss_proj = -F.cosine_similarity(at_least_fp32(proj), at_least_fp32(z), dim=-1).mean()
         return LossOutput(loss_gen + self.coeff * loss_proj, {"loss_gen": loss_gen.detach(), "loss_proj": loss_proj.detach()})

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..path import TimeDistribution, interpolate, velocity_target
 from ..schedule import group_attention_mask, sample_dual_timesteps, teacher_time
-from .base import LossOutput, Objective, drop_labels, resolve_layer
+from .base import LossOutput, Objective, at_least_fp32, drop_labels, resolve_layer
 
 
 class SelfFlowObjective(Objective):
@@ -119,7 +119,7 @@ class SelfFlowObjective(Objective):
                                                   stop_after=self.teacher_layer)
         target = t_feats[self.teacher_layer].detach()  # (B, N, D)
         student = self.head(feats[self.student_layer])  # (B, N, D)
-        cos = F.cosine_similarity(student.float(), target.float(), dim=-1)  # (B, N)
+        cos = F.cosine_similarity(at_least_fp32(student), at_least_fp32(target), dim=-1)  # (B, N)
         loss_rep = (1.0 - cos).mean()  # Eq. 6 as mean(1 - cos)
         logs["loss_rep"] = loss_rep.detach()
         return LossOutput(loss_gen + self.gamma * loss_rep, logs)
