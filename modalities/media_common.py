@@ -64,6 +64,9 @@ class SkipLog:
     def __iter__(self):
         return iter(self.entries)
 
+    def __getitem__(self, index):
+        return self.entries[index]
+
     def summary(self, limit: int = 10) -> str:
         """One paragraph for the end-of-epoch report."""
         if not self.entries:

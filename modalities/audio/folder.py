@@ -1,0 +1,125 @@
+"""Audio-folder dataset for user data: one folder per class (or a label file), any of
+wav/flac/ogg/mp3, mixed to mono, resampled to the target rate, cropped or zero-padded to a
+fixed length. Files are probed at construction, so broken ones are skipped, counted and
+reported before training, in the main process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from modalities.audio.io import AUDIO_EXTENSIONS, probe, read_audio
+from modalities.media_common import MediaError, SkipLog, require_nonempty, scan_labelled_files
+
+log = logging.getLogger(__name__)
+CROPS = ("random", "center", "start")
+
+
+def crop_or_pad(wave: Tensor, num_samples: int, crop: str) -> Tensor:
+    """Fix the length of ``(L,)``: crop (random/center/start) or zero-pad at the end."""
+    L = wave.shape[-1]
+    if L < num_samples:
+        return F.pad(wave, (0, num_samples - L))
+    if L == num_samples:
+        return wave
+    if crop == "random":
+        s = int(torch.randint(0, L - num_samples + 1, ()).item())
+    elif crop == "center":
+        s = (L - num_samples) // 2
+    else:
+        s = 0
+    return wave[s:s + num_samples]
+
+
+class AudioFolderDataset(Dataset):
+    """Mono waveforms ``(num_samples,)`` in [-1, 1] with an integer class label.
+
+    Args:
+        root: folder with one sub-folder per class, or the base of ``label_file`` paths.
+        sample_rate: target rate; other rates are resampled (or skipped if ``resample=False``).
+        num_samples: output length (e.g. 16000 = 1 s at 16 kHz); shorter files are zero-padded.
+        crop: ``random`` (training), ``center`` or ``start`` for longer files.
+        label_file: optional ``relative/path,class`` file instead of class folders.
+        resample: if False, a file at another rate is skipped with a message instead.
+        min_seconds: skip files shorter than this (0 = keep all, pad short ones).
+        extensions: accepted file extensions.
+        probe: check every file's header at construction (cheap; recommended).
+    """
+
+    def __init__(self, root: str | os.PathLike, sample_rate: int = 16000, num_samples: int = 16000,
+                 crop: str = "random", label_file: str | None = None, resample: bool = True,
+                 min_seconds: float = 0.0, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, probe: bool = True):
+        if crop not in CROPS:
+            raise ValueError(f"dataset.crop must be one of {CROPS}, got {crop!r}")
+        if num_samples < 1 or sample_rate < 1:
+            raise ValueError(f"dataset.num_samples and sample_rate must be >= 1, got {num_samples}, {sample_rate}")
+        self.root = Path(root).expanduser()
+        self.sample_rate, self.num_samples, self.crop = int(sample_rate), int(num_samples), crop
+        self.resample, self.min_seconds = resample, float(min_seconds)
+        self.skipped = SkipLog()
+        self._broken: set[int] = set()
+        files, self.class_names = scan_labelled_files(self.root, extensions, label_file, kind="audio")
+        self.num_classes = len(self.class_names)
+        self.items: list[tuple[Path, int]] = []
+        for path, label in files:
+            if probe:
+                try:
+                    self._check(path, _probe(path))
+                except MediaError as e:
+                    self.skipped.add(path, e.detail)
+                    continue
+            self.items.append((path, label))
+        require_nonempty(self.items, self.root, self.skipped, "audio")
+        if len(self.skipped):
+            log.warning("%s: %s", self.root, self.skipped.summary())
+
+    def _check(self, path: Path, info) -> None:
+        if info.sample_rate != self.sample_rate and not self.resample:
+            raise MediaError(path, f"sample rate is {info.sample_rate} Hz, expected {self.sample_rate} Hz",
+                             "resample the file or set dataset.resample=true")
+        if info.seconds < self.min_seconds:
+            raise MediaError(path, f"is {info.seconds:.3f} s long, shorter than dataset.min_seconds={self.min_seconds}",
+                             "lower dataset.min_seconds or remove the file")
+
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, label in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[Tensor, int]:
+        """Read item ``index``; raises :class:`MediaError` for a broken file."""
+        path, label = self.items[index]
+        wave, sr = read_audio(path, self.sample_rate if self.resample else None)
+        if sr != self.sample_rate and not self.resample:
+            raise MediaError(path, f"sample rate is {sr} Hz, expected {self.sample_rate} Hz",
+                             "resample the file or set dataset.resample=true")
+        peak = float(wave.abs().max()) if wave.numel() else 0.0
+        if peak > 1.0:  # resampling can overshoot slightly; keep the documented [-1, 1] range
+            wave = wave / peak
+        return crop_or_pad(wave, self.num_samples, self.crop).contiguous(), label
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        # A file that breaks only now is skipped: return the next good item, training goes on.
+        for k in range(len(self.items)):
+            j = (index + k) % len(self.items)
+            if j in self._broken:
+                continue
+            try:
+                return self.load(j)
+            except MediaError as e:
+                self._broken.add(j)
+                self.skipped.add(self.items[j][0], e.detail)
+        raise RuntimeError(f"{self.root}: every audio file failed to load.\n{self.skipped.summary()}")
+
+
+def _probe(path: Path):
+    return probe(path)
