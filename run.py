@@ -17,6 +17,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -101,8 +102,13 @@ def build(cfg: DictConfig) -> dict:
 def fingerprint(cfg: DictConfig) -> dict:
     """The settings a checkpoint must agree on to be resumed."""
     keys = ["model", "method.objective", "modality.name", "modality.tokenizer", "modality.pos_axes"]
-    return {k: json.dumps(OmegaConf.to_container(OmegaConf.select(cfg, k), resolve=True), sort_keys=True)
-            if isinstance(OmegaConf.select(cfg, k), DictConfig) else OmegaConf.select(cfg, k) for k in keys}
+    out = {}
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        out[key] = json.dumps(value, sort_keys=True)  # plain strings: safe for weights_only loading
+    return out
 
 
 def git_commit() -> str:
@@ -179,7 +185,7 @@ def main(cfg: DictConfig) -> dict:
 def cli(cfg: DictConfig) -> None:
     try:
         main(cfg)
-    except ConfigError as exc:
+    except (ConfigError, InstantiationException) as exc:
         raise SystemExit(f"config error: {exc}") from None
 
 

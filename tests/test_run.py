@@ -1,0 +1,91 @@
+"""The hydra app end to end: composed configs, short runs of each method, exact resume, bad values."""
+
+import json
+
+import pytest
+import torch
+
+import run
+from core.checkpoint import load_checkpoint
+
+SMALL = ["model=micro", "train=smoke", "eval=none", "sample.num_samples=4", "sample.num_steps=4",
+         "modality.dataset.per_class=16"]
+
+
+def test_default_config_is_the_documented_main_job(compose):
+    cfg = compose([])
+    assert (cfg.modality.name, cfg.method.name, cfg.model.name) == ("image", "selfflow", "tiny")
+    assert cfg.method.objective.gamma == 0.8 and cfg.method.objective.mask_ratio == 0.25
+    assert cfg.modality.tokenizer.patch_size == cfg.model.patch_size
+
+
+@pytest.mark.parametrize("size,expected", [("sit_s2", (384, 12, 6, 2)), ("sit_b2", (768, 12, 12, 2)),
+                                           ("sit_l2", (1024, 24, 16, 2)), ("sit_xl2", (1152, 28, 16, 2))])
+def test_model_configs_match_the_size_registry(compose, size, expected):
+    from core.transformer import parse_model_name
+
+    m = compose([f"model={size}"]).model
+    assert (m.hidden_size, m.depth, m.num_heads, m.patch_size) == expected == parse_model_name(m.name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fm", "selfflow", "repa"])
+def test_each_method_runs_end_to_end(compose, tmp_path, method):
+    cfg = compose(SMALL + [f"method={method}", f"run_dir={tmp_path}"])
+    out = run.main(cfg)
+    for name in ["config.yaml", "metrics.jsonl", "report.md", "loss.png", "samples/final_grid.png", "checkpoints/latest"]:
+        assert (tmp_path / name).exists(), name
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 6 and all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics)
+    expected_parts = {"fm": {"loss_gen"}, "selfflow": {"loss_gen", "loss_rep"}, "repa": {"loss_gen", "loss_proj"}}[method]
+    assert expected_parts <= set(metrics[-1])
+    assert f"{method} on image" in (tmp_path / "report.md").read_text()
+    assert "method:" in (tmp_path / "config.yaml").read_text() and "${" not in (tmp_path / "config.yaml").read_text()
+    assert out["steps"] == 6
+
+
+@pytest.mark.slow
+def test_resume_is_bit_identical_to_an_uninterrupted_run(compose, tmp_path):
+    common = SMALL + ["method=selfflow", "train.ckpt_every=3", "train.log_every=1"]
+    run.main(compose(common + [f"run_dir={tmp_path / 'full'}"]))
+    run.main(compose(common + ["train.steps=3", f"run_dir={tmp_path / 'part'}"]))
+    run.main(compose(common + [f"train.resume={tmp_path / 'part'}", f"run_dir={tmp_path / 'part'}"]))
+    full, resumed = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "part")
+    assert full["step"] == resumed["step"] == 6
+    for part in ["model", "objective"]:
+        for k, v in full[part].items():
+            assert torch.equal(v, resumed[part][k]), f"{part}.{k}"
+    for k, v in full["ema"]["model"].items():
+        assert torch.equal(v, resumed["ema"]["model"][k]), f"ema.{k}"
+    # the resumed run's metric log continues the first one without duplicate steps
+    steps = [json.loads(line)["step"] for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 6
+
+
+@pytest.mark.slow
+def test_resume_with_another_model_lists_the_mismatch(compose, tmp_path):
+    run.main(compose(SMALL + [f"run_dir={tmp_path / 'a'}"]))
+    cfg = compose(SMALL + ["model.depth=3", "train.steps=8", f"train.resume={tmp_path / 'a'}", f"run_dir={tmp_path / 'b'}"])
+    with pytest.raises(ValueError, match="different configuration.*model"):
+        run.main(cfg)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("modality.mask_ratio=0.7", "modality.mask_ratio"),
+    ("model.num_heads=3", "model.num_heads"),
+    ("train.precision=fp8", "train.precision"),
+    ("sample.method=rk4", "sample.method"),
+    ("modality.time.dist=cosine", "time.dist"),
+    ("method.objective.gamma=-1", "gamma"),
+    ("task=eval", "task"),
+])
+def test_bad_config_values_name_the_key(compose, tmp_path, override, key):
+    cfg = compose(SMALL + [override, f"run_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        run.main(cfg)
+
+
+def test_missing_user_folder_is_a_clear_error(compose, tmp_path):
+    cfg = compose(SMALL[:-1] + ["modality=image_folder", f"modality.dataset.root={tmp_path / 'nope'}", f"run_dir={tmp_path}"])
+    with pytest.raises(Exception, match=r"nope does not exist \(set modality\.dataset\.root\)"):
+        run.main(cfg)
