@@ -45,15 +45,16 @@ def test_eager_network_matches_the_torchscript_file(inception):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ts = torch.jit.load(str(path), map_location="cpu")
-    x = torch.rand(2, 3, 299, 299) * 2 - 1
-    with torch.inference_mode():
+    x = torch.rand(1, 3, 299, 299) * 2 - 1
+    # profiling-executor passes would only cost time here; one plain run is what we compare
+    with torch.inference_mode(), torch.jit.optimized_execution(False):
         np.testing.assert_allclose(inception.trunk(x)["pool3"].numpy(), ts(x).numpy(), atol=1e-4)
 
 
 def test_features_shape_determinism_and_batch_invariance(inception):
-    imgs = torch.from_numpy(quantize(smooth_images(4, 3))).permute(0, 3, 1, 2)
+    imgs = torch.from_numpy(quantize(smooth_images(2, 3))).permute(0, 3, 1, 2)
     a = inception(imgs)
-    assert a["pool3"].shape == (4, 2048) and a["spatial"].shape == (4, 17 * 17 * 7)
+    assert a["pool3"].shape == (2, 2048) and a["spatial"].shape == (2, 17 * 17 * 7)
     assert torch.isfinite(a["pool3"]).all() and (a["pool3"] >= 0).all()  # pool of ReLUs
     b = inception(imgs)
     assert torch.equal(a["pool3"], b["pool3"])
@@ -63,13 +64,14 @@ def test_features_shape_determinism_and_batch_invariance(inception):
 
 @pytest.fixture(scope="module")
 def corrupted_sets(inception):
-    """Inception summaries of one base set and its blurred / noisy versions (16 images each)."""
-    base = smooth_images(16, 0)
+    """Inception summaries of one base set and its blurred / noisy versions (8 images each: the
+    covariances are rank-deficient, which the low-rank Frechet route handles exactly)."""
+    base = smooth_images(8, 0)
     noise = torch.randn(base.shape, generator=torch.Generator().manual_seed(1))
     sets = {"base": fid.image_set(base, inception)}
-    for s in (0.01, 0.03, 0.08):
+    for s in (0.02, 0.06):
         sets[("noise", s)] = fid.image_set((base + s * noise).clamp(-1, 1), inception)
-    for s in (0.5, 1.0, 2.0):
+    for s in (0.7, 2.0):
         sets[("blur", s)] = fid.image_set(gaussian_blur(base, s), inception)
     return sets
 
@@ -78,12 +80,14 @@ def corrupted_sets(inception):
 def test_fid_grows_with_corruption(corrupted_sets, kind):
     base = corrupted_sets["base"]
     levels = sorted(k[1] for k in corrupted_sets if isinstance(k, tuple) and k[0] == kind)
-    fids = [fid.frechet_distance(base.pool3, corrupted_sets[(kind, s)].pool3) for s in levels]
-    assert fids[0] > 0.1 and is_increasing(fids), fids
+    # strength 0 (the set itself), then increasing strengths
+    fids = [fid.frechet_distance(base.pool3, x)
+            for x in [base.pool3] + [corrupted_sets[(kind, s)].pool3 for s in levels]]
+    assert abs(fids[0]) < 1e-6 and fids[1] > 0.1 and is_increasing(fids), fids
 
 
 def test_fid_of_a_set_against_its_png_folder_is_zero_and_cached(inception, tmp_path):
-    imgs = smooth_images(12, 7)
+    imgs = smooth_images(6, 7)
     for i, a in enumerate(quantize(imgs)):  # ImageFolder layout: class subfolders of PNGs
         d = tmp_path / "real" / f"class{i % 2}"
         d.mkdir(parents=True, exist_ok=True)
@@ -94,20 +98,18 @@ def test_fid_of_a_set_against_its_png_folder_is_zero_and_cached(inception, tmp_p
     r = {x["metric"]: x for x in recs}
     assert abs(r["fid"]["value"]) < 1e-3 and abs(r["sfid"]["value"]) < 1e-3
     assert r["precision"]["value"] == 1.0 and r["recall"]["value"] == 1.0
-    assert r["fid"]["n_real"] == 12 and r["fid"]["n_fake"] == 12 and r["fid"]["nfe"] == 8
+    assert r["fid"]["n_real"] == 6 and r["fid"]["n_fake"] == 6 and r["fid"]["nfe"] == 8
     assert r["fid"]["weights_sha256"].startswith("7ff4a85c") and len(r["fid"]["reference_stats_hash"]) == 64
     if not r["is"]["available"]:  # IS needs the user-supplied logits file
         assert "pt_inception-2015-12-05" in r["is"]["reason"]
     cached = list(cache.glob("fid_ref_*.npz"))
     assert len(cached) == 1
-    # the second run reads the cached reference statistics: same hash, same number
-    again = evaluate("image", imgs, tmp_path / "real", ["fid"], prot, cache)[0]
-    assert again["reference_stats_hash"] == r["fid"]["reference_stats_hash"]
-    assert again["value"] == pytest.approx(r["fid"]["value"], abs=1e-9)
-    # ... and the ADM sample npz of the same images scores the same
+    # the second run (fake given as an ADM sample npz of the same images) reads the cached
+    # reference statistics: same hash, same number
     npz = save_adm_npz(tmp_path / "samples.npz", imgs)
-    assert evaluate("image", str(npz), tmp_path / "real", ["fid"], prot, cache)[0]["value"] == pytest.approx(
-        r["fid"]["value"], abs=1e-6)
+    again = evaluate("image", str(npz), tmp_path / "real", ["fid"], prot, cache)[0]
+    assert again["reference_stats_hash"] == r["fid"]["reference_stats_hash"]
+    assert again["value"] == pytest.approx(r["fid"]["value"], abs=1e-6)
 
 
 def test_adm_npz_export_quantisation(tmp_path):
@@ -126,9 +128,10 @@ def test_precision_recall_on_known_manifolds(rng):
     far = a + 100.0
     assert fid.precision_recall(a, far) == (0.0, 0.0)
     # samples collapsed onto a small part of the data: high precision, low recall
-    part = a[np.argsort(a[:, 0])[:50]]
-    p, r = fid.precision_recall(a, part)
-    assert p > 0.9 and r < 0.5
+    b = rng.standard_normal((200, 2))
+    part = b[b[:, 0] < -0.5]  # about 30 % of the distribution, one side of it
+    p, r = fid.precision_recall(b, part)
+    assert p > 0.95 and r < 0.6
 
 
 def test_inception_score_closed_form():

@@ -110,3 +110,17 @@ def test_npz_round_trip_with_adm_keys(tmp_path, rng):
     assert frechet_distance(a, b) == pytest.approx(0, abs=1e-12)
     with pytest.raises(KeyError, match="mu_s"):
         load_stats(q, spatial=True)
+
+
+def test_low_rank_route_equals_full_eigh_route(rng):
+    # N <= D keeps the centred rows; the N x N route must equal the D x D route.
+    x, y = rng.standard_normal((12, 80)), rng.standard_normal((30, 80)) * 1.3 + 0.2
+    a, b = compute_stats(x), compute_stats(y)
+    assert a.factor is not None and a.factor.shape == (12, 80)
+    np.testing.assert_allclose(a.factor.T @ a.factor, a.sigma, atol=1e-12)
+    full = frechet_distance(Stats(a.mu, a.sigma, a.n), Stats(b.mu, b.sigma, b.n))
+    assert frechet_distance(a, b) == pytest.approx(full, rel=1e-9)
+    assert frechet_distance(b, a) == pytest.approx(full, rel=1e-9)
+    assert frechet_distance(a, Stats(b.mu, b.sigma, b.n)) == pytest.approx(full, rel=1e-9)
+    big = compute_stats(rng.standard_normal((200, 80)))
+    assert big.factor is None  # N > D: rows are not kept
