@@ -36,6 +36,13 @@ METRICS = {
     "audio": ("fd_aisfx", "fd_crepe", "fad_vggish", "fad_pann", "fad_clap", "fad_encodec"),
 }
 
+# metrics=None ("auto" in configs/eval): what the training job reports by default
+DEFAULT_METRICS = {
+    "image": ("fid", "sfid", "precision", "recall"),
+    "video": ("fid_frame", "fvd"),
+    "audio": ("fd_aisfx",),
+}
+
 FID_FRAME_NOTE = ("FID over all frames with the TF-2015 Inception; blind to frame order and motion "
                   "by construction; not FVD")
 
@@ -43,7 +50,7 @@ FID_FRAME_NOTE = ("FID over all frames with the TF-2015 Inception; blind to fram
 def _check(modality: str, metrics) -> list[str]:
     if modality not in METRICS:
         raise ValueError(f"modality must be one of {sorted(METRICS)}, got {modality!r}")
-    metrics = list(metrics)
+    metrics = list(DEFAULT_METRICS[modality] if metrics is None else metrics)
     bad = [m for m in metrics if m not in METRICS[modality]]
     if bad:
         raise ValueError(f"metrics {bad} are not defined for {modality}; available: {list(METRICS[modality])}")
@@ -60,16 +67,42 @@ def evaluate(modality: str, fake, real, metrics, protocol: dict | None = None, c
              extractors: dict | None = None) -> list[dict]:
     """Score ``fake`` against ``real``; returns a list of provenance records (one per metric).
 
+    metrics: names from ``METRICS[modality]``, or None for ``DEFAULT_METRICS[modality]``.
+    real: None, a missing path or a folder without media gives "unavailable" records (the run
+    has no reference set) rather than an exception, unless ``strict``.
+    sample_rate (audio): rate of ``fake`` waveforms; ``protocol["sample_rate"]`` is used if absent.
+    limit_real: score only the first N reference items (sorted file order), for CPU runs.
     protocol: caller facts recorded with every number (sampler, nfe, cfg_scale, checkpoint, step,
     seed, method, anything else). cache_dir: where reference statistics are cached by content hash
     (default ``~/.cache/selfflow-lab/stats``). extractors: injected networks for tests, e.g.
     ``{"fvd": I3DExtractor(module=...)}`` or ``{"fad_vggish": model}``.
     """
     metrics = _check(modality, metrics)
+    protocol = dict(protocol or {})
+    if sample_rate is None:
+        sample_rate = protocol.get("sample_rate")
+    if real is None or (isinstance(real, (str, Path)) and not Path(real).exists()):
+        err = FileNotFoundError(f"no reference set: {real!r} does not exist; set the dataset root or pass a "
+                                "statistics npz")
+        return _unavailable(metrics, err, protocol, strict)
     run = {"image": _image, "video": _video, "audio": _audio}[modality]
-    return run(fake, real, metrics, protocol or {}, cache_dir, sample_rate=sample_rate, device=device,
-               batch_size=batch_size, limit_real=limit_real, strict=strict, fvd_protocol=fvd_protocol,
-               extractors=extractors or {})
+    try:
+        return run(fake, real, metrics, protocol, cache_dir, sample_rate=sample_rate, device=device,
+                   batch_size=batch_size, limit_real=limit_real, strict=strict, fvd_protocol=fvd_protocol,
+                   extractors=extractors or {})
+    except _NoReference as e:
+        return _unavailable(metrics, e.__cause__ or e, protocol, strict)
+
+
+class _NoReference(Exception):
+    """The reference folder holds no usable media (raised inside, reported as unavailable)."""
+
+
+def _reference(fn, *args, **kw):
+    try:
+        return fn(*args, **kw)
+    except FileNotFoundError as e:
+        raise _NoReference(str(e)) from e
 
 
 def _unavailable(metrics, err, protocol, strict, **extra):
@@ -90,7 +123,7 @@ def _image(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limi
     except MissingWeightsError as e:
         return _unavailable(metrics, e, protocol, strict, extractor=F.EXTRACTOR)
     fk = F.image_set(fake, model, batch_size)
-    rf = F.reference_set(real, model, cache_dir, batch_size, limit_real)
+    rf = _reference(F.reference_set, real, model, cache_dir, batch_size, limit_real)
     base = dict(extractor=F.EXTRACTOR, weights_sha256=sha, n_real=rf.n or rf.pool3.n, n_fake=fk.n,
                 reference_stats_hash=rf.pool3.content_hash(), protocol=protocol, modality="image",
                 real_source=_src(real), n_fake_skipped=len(fk.skipped))
@@ -138,7 +171,7 @@ def _video(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limi
             out.extend(_unavailable(["fid_frame"], e, protocol, strict))
         else:
             fk = F.image_set(F.video_frame_batches(fake, batch_size=batch_size), model, batch_size)
-            rf = F.reference_set(real, model, cache_dir, batch_size, limit_real, kind="video_frames")
+            rf = _reference(F.reference_set, real, model, cache_dir, batch_size, limit_real, kind="video_frames")
             out.append(prov.record("fid_frame", frechet_distance(rf.pool3, fk.pool3), extractor=F.EXTRACTOR,
                                    weights_sha256=sha, n_real=rf.n or rf.pool3.n, n_fake=fk.n,
                                    reference_stats_hash=rf.pool3.content_hash(), protocol=protocol,
@@ -154,7 +187,7 @@ def _video(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limi
         if isinstance(real, (str, Path)) and Path(real).is_file() and is_stats_file(real):
             rs, n_real = load_stats(real), load_stats(real).n
         else:
-            rv = V.video_set(real, ex, fvd_protocol, real=True, batch_size=8, limit=limit_real)
+            rv = _reference(V.video_set, real, ex, fvd_protocol, real=True, batch_size=8, limit=limit_real)
             rs, n_real = rv.stats, rv.n
         out.append(prov.record("fvd", frechet_distance(rs, fk.stats), extractor=ex.name, weights_sha256=ex.sha256,
                                n_real=n_real, n_fake=fk.n, reference_stats_hash=rs.content_hash(), ddof=0,
@@ -180,11 +213,12 @@ def _audio(fake, real, metrics, protocol, cache_dir, *, sample_rate, device, lim
             out.extend(_unavailable([m], e, protocol, strict))
             continue
         fk = A.audio_set(fake, ex, sample_rate)
-        rf = A.reference_audio_set(real, ex, cache_dir, limit_real)
+        rf = _reference(A.reference_audio_set, real, ex, cache_dir, limit_real)
         out.append(prov.record(m, frechet_distance(rf.stats, fk.stats), extractor=ex.extractor,
                                weights_sha256=ex.sha256, n_real=rf.n_clips, n_fake=fk.n_clips,
                                reference_stats_hash=rf.stats.content_hash(), protocol=protocol, modality="audio",
                                n_real_vectors=rf.n_vectors, n_fake_vectors=fk.n_vectors,
                                extractor_sample_rate=ex.sample_rate, input_sample_rate=sample_rate,
-                               resampler=RESAMPLER, real_source=_src(real)))
+                               resampler=RESAMPLER, real_source=_src(real), n_real_skipped=len(rf.skipped),
+                               n_fake_skipped=len(fk.skipped), skipped_files=list(rf.skipped + fk.skipped)[:20]))
     return out
