@@ -21,6 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from core import distributed as dist_utils
 from core.path import TimeDistribution
 from core.report import write_report
 from core.samplers import SamplerConfig
@@ -132,7 +133,9 @@ def make_eval_hook(cfg: DictConfig, sampler_cfg: SamplerConfig, dataset):
         except ImportError as exc:
             results = [{"metric": "eval", "value": None, "reason": f"evals package unavailable: {exc}"}]
         else:
-            fake, _, nfe = trainer.generate(int(cfg.eval.num_samples), seed=int(cfg.sample.seed) + 1)
+            fake, _, nfe = trainer.generate(int(cfg.eval.num_samples), seed=int(cfg.sample.seed) + 1)  # all ranks
+            if not trainer.dist.is_main:
+                return {}
             protocol["nfe"] = nfe
             metrics = None if cfg.eval.metrics == "auto" else list(cfg.eval.metrics)
             results = evaluate(modality=cfg.modality.name, fake=fake, real=getattr(dataset, "root", None),
@@ -144,10 +147,16 @@ def make_eval_hook(cfg: DictConfig, sampler_cfg: SamplerConfig, dataset):
 
 
 def main(cfg: DictConfig) -> dict:
-    """Train, sample with the EMA model, evaluate, and write the report. Returns a summary."""
+    """Train, sample with the EMA model, evaluate, and write the report. Returns a summary.
+
+    Under ``torchrun`` every rank runs this; rank 0 alone writes files and evaluates.
+    """
+    info = dist_utils.init_distributed(cfg.train.get("dist_backend", "auto"))
     run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(HydraConfig.get().runtime.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    run_dir = Path(dist_utils.broadcast_object(str(run_dir)))  # ranks may have started at different seconds
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     torch.manual_seed(int(cfg.seed))
     parts = build(cfg)
     train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True))
@@ -162,6 +171,8 @@ def main(cfg: DictConfig) -> dict:
     summary = trainer.fit()
     assets = trainer.write_samples("final")
     trainer.run_hooks()
+    if not info.is_main:
+        return {**summary, "run_dir": str(run_dir)}
     evals = trainer.eval_results
     if evals is not None:
         (run_dir / "eval.json").write_text(json.dumps(evals, indent=1, default=str))

@@ -76,13 +76,19 @@ class TimeDistribution:
         if self.shift <= 0:
             raise ValueError(f"time.shift={self.shift}: must be > 0")
 
-    def sample(self, shape, generator: torch.Generator | None = None, device=None) -> Tensor:
-        """Draw timesteps in (0, 1) of the given shape."""
-        if self.dist == "uniform":
-            t = torch.rand(shape, generator=generator, device=device)
+    def sample(self, shape, generator: torch.Generator | None = None, device=None, rng=None) -> Tensor:
+        """Draw timesteps in (0, 1) of the given shape.
+
+        ``rng`` (a :class:`core.distributed.BatchRandom`) draws the local shard of a global batch;
+        otherwise ``generator`` (or the global RNG) is used.
+        """
+        if rng is not None:
+            u = rng.rand(shape, device=device) if self.dist == "uniform" else rng.randn(shape, device=device)
+        elif self.dist == "uniform":
+            u = torch.rand(shape, generator=generator, device=device)
         else:
-            z = torch.randn(shape, generator=generator, device=device)
-            t = torch.sigmoid(self.mu + self.sigma * z)
+            u = torch.randn(shape, generator=generator, device=device)
+        t = u if self.dist == "uniform" else torch.sigmoid(self.mu + self.sigma * u)
         return time_shift(t, self.shift)
 
     def pdf(self, t: Tensor) -> Tensor:

@@ -44,7 +44,7 @@ class DualTimesteps:
 
 def sample_token_mask(
     batch: int, num_tokens: int, ratio: float, mode: str = "bernoulli",
-    generator: torch.Generator | None = None, device=None,
+    generator: torch.Generator | None = None, device=None, rng=None,
 ) -> Tensor:
     """The mask M of Eq. 4, ``(B, N)`` bool.
 
@@ -53,22 +53,23 @@ def sample_token_mask(
     """
     if not 0.0 <= ratio <= 0.5:
         raise ValueError(f"mask_ratio={ratio}: must be in [0, 0.5] (paper Eq. 4 requires R_M <= 0.5)")
+    if mode not in MASK_MODES:
+        raise ValueError(f"mask_mode={mode!r}: must be one of {MASK_MODES}")
+    u = (rng.rand((batch, num_tokens), device=device) if rng is not None
+         else torch.rand(batch, num_tokens, generator=generator, device=device))
     if mode == "bernoulli":
-        return torch.rand(batch, num_tokens, generator=generator, device=device) < ratio
-    if mode == "exact":
-        count = int(round(ratio * num_tokens))
-        ranks = torch.rand(batch, num_tokens, generator=generator, device=device).argsort(dim=1).argsort(dim=1)
-        return ranks < count
-    raise ValueError(f"mask_mode={mode!r}: must be one of {MASK_MODES}")
+        return u < ratio
+    count = int(round(ratio * num_tokens))
+    return u.argsort(dim=1).argsort(dim=1) < count  # the `count` smallest draws: a uniform subset
 
 
 def sample_dual_timesteps(
     batch: int, num_tokens: int, p_t: TimeDistribution, ratio: float, mode: str = "bernoulli",
-    generator: torch.Generator | None = None, device=None,
+    generator: torch.Generator | None = None, device=None, rng=None,
 ) -> DualTimesteps:
     """Draw (t, s), the mask and the per-token tau for a batch (Eq. 4)."""
-    levels = p_t.sample((batch, 2), generator=generator, device=device)  # (B, 2): [t, s], unsorted
-    group = sample_token_mask(batch, num_tokens, ratio, mode, generator, device).long()  # (B, N)
+    levels = p_t.sample((batch, 2), generator=generator, device=device, rng=rng)  # (B, 2): [t, s], unsorted
+    group = sample_token_mask(batch, num_tokens, ratio, mode, generator, device, rng).long()  # (B, N)
     tau = levels.gather(1, group)  # (B, N)
     return DualTimesteps(levels=levels, group=group, tau=tau, tau_min=levels.min(dim=1).values)
 

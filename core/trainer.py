@@ -23,7 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from . import distributed as dist_utils
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .distributed import BatchRandom
 from .ema import EMA
 from .samplers import SamplerConfig, sample
 
@@ -58,6 +60,7 @@ class TrainConfig:
     compile: bool = False
     tf32: bool = True
     device: str = "auto"
+    dist_backend: str = "auto"
     resume: str | None = None
     progress: bool = True
 
@@ -88,12 +91,21 @@ class TrainConfig:
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
-    """Endless batches; epoch e is a permutation seeded by (seed, e). Starts at any step."""
+    """Endless batches; epoch e is a permutation seeded by (seed, e). Starts at any step.
 
-    def __init__(self, dataset_len: int, batch_size: int, seed: int, start_step: int = 0):
+    Under torch.distributed, rank r of W yields the r-th contiguous chunk of each global batch,
+    so W processes together consume exactly the batches a single process would.
+    """
+
+    def __init__(self, dataset_len: int, batch_size: int, seed: int, start_step: int = 0,
+                 rank: int = 0, world_size: int = 1):
         if dataset_len < batch_size:
             raise ValueError(f"dataset has {dataset_len} items, fewer than train.batch_size={batch_size}")
+        if batch_size % world_size:
+            raise ValueError(f"train.batch_size={batch_size} (global) must be divisible by the {world_size} processes")
         self.n, self.batch_size, self.seed, self.start_step = dataset_len, batch_size, seed, start_step
+        self.local = batch_size // world_size
+        self.offset = rank * self.local
         self.batches_per_epoch = dataset_len // batch_size  # drop_last: every batch is full
 
     def __iter__(self):
@@ -102,13 +114,27 @@ class ResumableBatchSampler(Sampler[list[int]]):
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             perm = torch.randperm(self.n, generator=g).tolist()
             for b in range(offset, self.batches_per_epoch):
-                yield perm[b * self.batch_size:(b + 1) * self.batch_size]
+                start = b * self.batch_size + self.offset
+                yield perm[start:start + self.local]
             epoch, offset = epoch + 1, 0
 
 
-def pick_device(name: str) -> torch.device:
+class TrainModule(nn.Module):
+    """Model + objective as one module, so that DDP wraps (and synchronises) both the backbone and
+    the objective's trainable heads, and sees every training forward."""
+
+    def __init__(self, model: nn.Module, objective: nn.Module):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, x0, y, coords, teacher=None, raw=None):
+        out = self.objective(self.model, x0, y, coords, teacher=teacher, raw=raw)
+        return out.loss, out.logs
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={name!r} but no CUDA device is available; use train.device=auto or cpu")
@@ -138,7 +164,8 @@ class Trainer:
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
-        self.device = pick_device(self.cfg.device)
+        self.dist = dist_utils.current()
+        self.device = pick_device(self.cfg.device, self.dist.local_rank)
         if self.cfg.tf32 and self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -148,7 +175,13 @@ class Trainer:
         self.objective.to(self.device)
         self.tokenizer.to(self.device)
         self.ema = EMA(self.model, self.cfg.ema_decay, self.cfg.ema_warmup)
-        self.params = [p for p in list(self.model.parameters()) + list(self.objective.parameters()) if p.requires_grad]
+        self.train_module: nn.Module = TrainModule(self.model, self.objective)
+        self.params = [p for p in self.train_module.parameters() if p.requires_grad]
+        if self.dist.enabled:
+            # Same parameters everywhere (DDP broadcasts rank 0's), same noise as one process would draw.
+            self.objective.rng = BatchRandom(self.dist.rank, self.dist.world_size)
+            self.train_module = torch.nn.parallel.DistributedDataParallel(
+                self.train_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = torch.optim.AdamW(
             self.params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay,
             eps=self.cfg.adam_eps, fused=self.device.type == "cuda",
@@ -164,6 +197,7 @@ class Trainer:
         self.nonfinite_total = 0
         self.nonfinite_in_row = 0
         self._stop_signal: int | None = None
+        self._saved_step: int | None = None
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.sample_assets: dict[str, Path] = {}
@@ -185,8 +219,12 @@ class Trainer:
             "config": self.config_fingerprint,
         }
 
-    def save(self) -> Path:
-        return save_checkpoint(self.state_dict(), self.ckpt_dir, self.step, self.cfg.keep_last)
+    def save(self) -> Path | None:
+        """Rank 0 writes the checkpoint; every rank waits for it to be complete."""
+        path = save_checkpoint(self.state_dict(), self.ckpt_dir, self.step, self.cfg.keep_last) if self.dist.is_main else None
+        dist_utils.barrier()
+        self._saved_step = self.step
+        return path
 
     def load(self, path) -> None:
         state = load_checkpoint(path)
@@ -220,7 +258,8 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def _loader(self) -> DataLoader:
-        batches = ResumableBatchSampler(len(self.dataset), self.cfg.batch_size, self.cfg.seed, self.step)
+        batches = ResumableBatchSampler(len(self.dataset), self.cfg.batch_size, self.cfg.seed, self.step,
+                                        self.dist.rank, self.dist.world_size)
         # A private generator keeps DataLoader's base-seed draw out of the global (saved) RNG.
         return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.cfg.num_workers,
                           pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.cfg.seed))
@@ -235,8 +274,11 @@ class Trainer:
             x0 = self.tokenizer.encode(raw)
         teacher = self.ema.model if self.objective.needs_teacher else None
         with self._autocast():
-            out = self.objective(self.model, x0, y, self.coords, teacher=teacher, raw=raw)
-        if not torch.isfinite(out.loss):
+            loss, logs = self.train_module(x0, y, self.coords, teacher=teacher, raw=raw)
+        finite = torch.isfinite(loss.detach()).float()
+        if self.dist.enabled:  # every rank must take the same skip decision, or DDP deadlocks
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not bool(finite):
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_total += 1
             self.nonfinite_in_row += 1
@@ -248,14 +290,14 @@ class Trainer:
                 )
             return None
         self.nonfinite_in_row = 0
-        out.loss.backward()
+        loss.backward()
         grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0
                      else torch.zeros(()))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.model)
-        return {"loss": out.loss.detach(), "grad_norm": grad_norm.detach(), **out.logs}
+        return {"loss": loss.detach(), "grad_norm": grad_norm.detach(), **logs}
 
     def _on_signal(self, signum, frame):
         self._stop_signal = signum
@@ -286,10 +328,10 @@ class Trainer:
                     count += 1
                 if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
                     now = time.perf_counter()
-                    record = {k: v / max(count, 1) for k, v in sums.items()}
+                    record = dist_utils.all_reduce_mean({k: v / max(count, 1) for k, v in sums.items()}, self.device)
                     elapsed = now - t_log
                     n_steps = self.cfg.log_every if self.step % self.cfg.log_every == 0 else self.step % self.cfg.log_every
-                    record.update(step=self.step, lr=self.scheduler.get_last_lr()[0],
+                    record.update(step=self.step, lr=self.scheduler.get_last_lr()[0], world_size=self.dist.world_size,
                                   steps_per_s=n_steps / elapsed, samples_per_s=n_steps * self.cfg.batch_size / elapsed,
                                   nonfinite_total=self.nonfinite_total, time_s=now - t_start)
                     if self.device.type == "cuda":
@@ -304,7 +346,7 @@ class Trainer:
                     self.write_samples(f"step_{self.step:08d}")
                 if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.step < self.cfg.steps:
                     self.run_hooks()
-                if self._stop_signal is not None:
+                if self._stop_requested():
                     path = self.save()
                     log.warning("signal %d received: saved %s at step %d and stopped", self._stop_signal, path, self.step)
                     raise SystemExit(0)
@@ -312,13 +354,26 @@ class Trainer:
             bar.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-        if not self.ckpt_dir.exists() or self.step % max(self.cfg.ckpt_every, 1) != 0:
+        if self._saved_step != self.step:  # rank-independent: never ask the filesystem
             self.save()
         wall = time.perf_counter() - t_start
         return {"steps": self.step, "steps_this_run": steps_done, "wall_s": wall,
                 "samples_per_s": steps_done * self.cfg.batch_size / wall if wall > 0 else float("nan")}
 
+    def _stop_requested(self) -> bool:
+        """A SIGTERM seen by any rank stops all of them at the same step."""
+        flag = self._stop_signal is not None
+        if self.dist.enabled:
+            t = torch.tensor([float(flag)], device=self.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(t.item())
+            if flag and self._stop_signal is None:
+                self._stop_signal = signal.SIGTERM
+        return flag
+
     def log_metrics(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         record = {k: (float(v) if isinstance(v, (torch.Tensor, float)) else v) for k, v in record.items()}
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record, allow_nan=True) + "\n")
@@ -338,28 +393,37 @@ class Trainer:
     @torch.no_grad()
     def generate(self, num_samples: int, seed: int, sampler_cfg: SamplerConfig | None = None,
                  batch_size: int | None = None, labels: torch.Tensor | None = None):
-        """Sample with the EMA model; returns ``(decoded samples, labels, nfe per batch)``."""
+        """Sample with the EMA model; returns ``(decoded samples, labels, nfe per batch)`` on every rank.
+
+        Batch i is seeded by ``(seed, i)`` and generated by rank ``i % world_size``; the shards are
+        gathered in batch order, so any number of processes returns exactly the 1-process samples.
+        """
         cfg = sampler_cfg or self.sampler_cfg
         model = self.ema.model
-        num_classes = model.num_classes
-        if labels is None:
-            labels = torch.arange(num_samples) % max(num_classes, 1) if num_classes > 0 else torch.zeros(num_samples, dtype=torch.long)
-        g = torch.Generator(device=self.device).manual_seed(seed)
+        if labels is None:  # balanced classes, in order, so grids read row by row
+            labels = torch.arange(num_samples) % model.num_classes if model.num_classes > 0 else torch.zeros(num_samples, dtype=torch.long)
         batch_size = batch_size or max(self.cfg.batch_size, 1)
-        outs, nfe = [], 0
         N, C = self.coords.shape[0], self.model.in_channels
-        for start in range(0, num_samples, batch_size):
+        mine, nfe = {}, 0
+        for i, start in enumerate(range(0, num_samples, batch_size)):
+            if i % self.dist.world_size != self.dist.rank:
+                continue
+            g = torch.Generator(device=self.device).manual_seed(seed * 1_000_003 + i)
             y = labels[start:start + batch_size].to(self.device)
             noise = torch.randn((y.shape[0], N, C), generator=g, device=self.device)
             with self._autocast():
                 x, nfe = sample(model, noise, y, self.coords, cfg, generator=g)
-            outs.append(self.tokenizer.decode(x.float()).cpu())
-        return torch.cat(outs), labels, nfe
+            mine[i] = self.tokenizer.decode(x.float()).cpu()
+        shards = {i: out for part in dist_utils.gather_objects(mine) for i, out in part.items()}
+        nfe = max(dist_utils.gather_objects(nfe))
+        return torch.cat([shards[i] for i in sorted(shards)]), labels, nfe
 
     def write_samples(self, stem: str) -> dict[str, Path]:
         if self.writer is None:
             return {}
         samples, labels, _ = self.generate(self.num_samples, self.sample_seed)
+        if not self.dist.is_main:
+            return {}
         assets = self.writer.write(samples, labels, self.run_dir / "samples", stem)
         self.sample_assets = assets
         return assets

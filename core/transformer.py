@@ -272,9 +272,16 @@ class SiT(nn.Module):
         return out[..., : self.in_channels], feats
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor, coords: Tensor, group: Tensor | None = None,
-                attn_mask: Tensor | None = None) -> Tensor:
-        """Velocity ``(B, N, C)`` in the paper convention (Eq. 2 target ``eps - x0``)."""
-        return self.forward_features(x, t, y, coords, group=group, attn_mask=attn_mask)[0]
+                attn_mask: Tensor | None = None, features_at: Sequence[int] = (), stop_after: int | None = None,
+                return_features: bool = False):
+        """Velocity ``(B, N, C)`` in the paper convention (Eq. 2 target ``eps - x0``).
+
+        With ``return_features=True`` returns ``forward_features``' pair instead; objectives call the
+        model this way so that a DDP wrapper (which hooks ``forward`` only) sees every training pass.
+        """
+        out, feats = self.forward_features(x, t, y, coords, group=group, attn_mask=attn_mask,
+                                           features_at=features_at, stop_after=stop_after)
+        return (out, feats) if return_features else out
 
 
 #################################################################################

@@ -89,3 +89,25 @@ def test_missing_user_folder_is_a_clear_error(compose, tmp_path):
     cfg = compose(SMALL[:-1] + ["modality=image_folder", f"modality.dataset.root={tmp_path / 'nope'}", f"run_dir={tmp_path}"])
     with pytest.raises(Exception, match=r"nope does not exist \(set modality\.dataset\.root\)"):
         run.main(cfg)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_through_the_cli(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           "run.py", *SMALL, "method=selfflow", f"run_dir={tmp_path}", "train.batch_size=8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=run.Path(run.__file__).parent, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [2, 4, 6]  # one writer: no duplicated lines
+    assert all(m["world_size"] == 2 for m in metrics)
+    assert (tmp_path / "samples" / "final_grid.png").exists() and (tmp_path / "report.md").exists()
+    assert load_checkpoint(tmp_path)["step"] == 6

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..distributed import SINGLE_PROCESS, BatchRandom
 from ..path import TimeDistribution
 
 
@@ -23,12 +24,19 @@ def at_least_fp32(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def drop_labels(y: Tensor, prob: float, null_class: int) -> Tensor:
+def drop_labels(y: Tensor, prob: float, null_class: int, rng: BatchRandom = SINGLE_PROCESS) -> Tensor:
     """Replace each label by the null class with probability ``prob`` (CFG training)."""
     if prob <= 0:
         return y
-    drop = torch.rand(y.shape, device=y.device) < prob
+    drop = rng.rand(y.shape, device=y.device) < prob
     return torch.where(drop, torch.full_like(y, null_class), y)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model under a DDP / compile wrapper (for attributes such as ``null_class``)."""
+    while hasattr(model, "module"):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
 
 
 def resolve_layer(layer: int | None, ratio: float, depth: int, key: str) -> int:
@@ -43,7 +51,8 @@ class Objective(nn.Module):
     """Base class. Subclasses own their trainable heads (projectors) as submodules.
 
     ``forward(model, x0, y, coords, teacher=None, raw=None) -> LossOutput`` draws its own
-    timesteps and noise from the global RNG (restored exactly on resume).
+    timesteps and noise from the global RNG (restored exactly on resume) through ``self.rng``,
+    which the trainer replaces by a rank-sharded :class:`BatchRandom` under torch.distributed.
     """
 
     #: whether the training loop must pass the EMA model as ``teacher``
@@ -57,6 +66,7 @@ class Objective(nn.Module):
             raise ValueError(f"method.objective.label_dropout={label_dropout}: must be in [0, 1)")
         self.time_dist = time_dist
         self.label_dropout = label_dropout
+        self.rng = SINGLE_PROCESS
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
         return {k: v for k, v in self.state_dict().items() if not k.startswith(self.frozen_prefixes)}

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..path import TimeDistribution, interpolate, velocity_target
 from ..schedule import sample_dual_timesteps
-from .base import LossOutput, Objective, drop_labels
+from .base import LossOutput, Objective, drop_labels, unwrap
 
 
 class FlowMatchingObjective(Objective):
@@ -26,14 +26,14 @@ class FlowMatchingObjective(Objective):
 
     def forward(self, model, x0: Tensor, y: Tensor, coords: Tensor, teacher=None, raw=None) -> LossOutput:
         B, N, _ = x0.shape
-        eps = torch.randn_like(x0)
-        y = drop_labels(y, self.label_dropout, model.null_class)
+        eps = self.rng.randn_like(x0)
+        y = drop_labels(y, self.label_dropout, unwrap(model).null_class, self.rng)
         if self.use_dts:
-            dts = sample_dual_timesteps(B, N, self.time_dist, self.mask_ratio, self.mask_mode, device=x0.device)
+            dts = sample_dual_timesteps(B, N, self.time_dist, self.mask_ratio, self.mask_mode, device=x0.device, rng=self.rng)
             x_t = interpolate(x0, eps, dts.tau)
             pred = model(x_t, dts.levels, y, coords, group=dts.group)
         else:
-            t = self.time_dist.sample((B,), device=x0.device)
+            t = self.time_dist.sample((B,), device=x0.device, rng=self.rng)
             x_t = interpolate(x0, eps, t)
             pred = model(x_t, t, y, coords)
         loss = self.generation_loss(pred, velocity_target(x0, eps))

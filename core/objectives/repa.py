@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..path import TimeDistribution, interpolate, velocity_target
-from .base import LossOutput, Objective, at_least_fp32, drop_labels, resolve_layer
+from .base import LossOutput, Objective, at_least_fp32, drop_labels, resolve_layer, unwrap
 
 
 def build_projector(hidden_size: int, projector_dim: int, out_dim: int) -> nn.Sequential:
@@ -53,10 +53,10 @@ class REPAObjective(Objective):
                 f"REPA encoder {type(self.encoder).__name__} returned {tuple(z.shape[:2])} tokens for a "
                 f"{tuple(x0.shape[:2])} token batch; the encoder must produce one feature per model token"
             )
-        eps = torch.randn_like(x0)
-        y = drop_labels(y, self.label_dropout, model.null_class)
-        t = self.time_dist.sample((B,), device=x0.device)
-        pred, feats = model.forward_features(interpolate(x0, eps, t), t, y, coords, features_at=(self.layer,))
+        eps = self.rng.randn_like(x0)
+        y = drop_labels(y, self.label_dropout, unwrap(model).null_class, self.rng)
+        t = self.time_dist.sample((B,), device=x0.device, rng=self.rng)
+        pred, feats = model(interpolate(x0, eps, t), t, y, coords, features_at=(self.layer,), return_features=True)
         loss_gen = self.generation_loss(pred, velocity_target(x0, eps))
         proj = self.projector(feats[self.layer])
         loss_proj = -F.cosine_similarity(at_least_fp32(proj), at_least_fp32(z), dim=-1).mean()

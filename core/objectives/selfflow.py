@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..path import TimeDistribution, interpolate, velocity_target
 from ..schedule import group_attention_mask, sample_dual_timesteps, teacher_time
-from .base import LossOutput, Objective, at_least_fp32, drop_labels, resolve_layer
+from .base import LossOutput, Objective, at_least_fp32, drop_labels, resolve_layer, unwrap
 
 
 class SelfFlowObjective(Objective):
@@ -76,32 +76,34 @@ class SelfFlowObjective(Objective):
         self.teacher_time = teacher_time
         self.attention_separation = attention_separation
         self.use_dts = use_dts
-        self.use_rep = use_rep
-        self.needs_teacher = use_rep
+        self.use_rep = use_rep and gamma > 0
+        self.needs_teacher = self.use_rep
+        # Built only when used: DDP requires every trainable parameter to receive a gradient.
         self.head = nn.Sequential(
             nn.Linear(hidden_size, 2 * hidden_size), nn.SiLU(), nn.Linear(2 * hidden_size, hidden_size)
-        )
+        ) if self.use_rep else None
 
     def forward(self, model, x0: Tensor, y: Tensor, coords: Tensor, teacher=None, raw=None) -> LossOutput:
         B, N, _ = x0.shape
-        eps = torch.randn_like(x0)  # shared by student and teacher (Eq. 5, Section 3.4)
-        y = drop_labels(y, self.label_dropout, model.null_class)  # shared too (issue #10)
+        eps = self.rng.randn_like(x0)  # shared by student and teacher (Eq. 5, Section 3.4)
+        y = drop_labels(y, self.label_dropout, unwrap(model).null_class, self.rng)  # shared too (issue #10)
 
         if self.use_dts:
-            dts = sample_dual_timesteps(B, N, self.time_dist, self.mask_ratio, self.mask_mode, device=x0.device)
+            dts = sample_dual_timesteps(B, N, self.time_dist, self.mask_ratio, self.mask_mode, device=x0.device,
+                                        rng=self.rng)
             t_student, group, tau = dts.levels, dts.group, dts.tau
         else:
-            t_student = self.time_dist.sample((B,), device=x0.device)
+            t_student = self.time_dist.sample((B,), device=x0.device, rng=self.rng)
             group, tau, dts = None, t_student, None
         attn_mask = group_attention_mask(group) if (self.attention_separation and group is not None) else None
 
         x_tau = interpolate(x0, eps, tau)
         features_at = (self.student_layer,) if self.use_rep else ()
-        pred, feats = model.forward_features(x_tau, t_student, y, coords, group=group, attn_mask=attn_mask,
-                                             features_at=features_at)
+        pred, feats = model(x_tau, t_student, y, coords, group=group, attn_mask=attn_mask,
+                            features_at=features_at, return_features=True)
         loss_gen = self.generation_loss(pred, velocity_target(x0, eps))
         logs = {"loss_gen": loss_gen.detach()}
-        if not self.use_rep or self.gamma == 0:
+        if not self.use_rep:
             return LossOutput(loss_gen, logs)
         if teacher is None:
             raise RuntimeError("the Self-Flow objective needs the EMA teacher (pass teacher=ema.model)")

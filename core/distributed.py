@@ -1,0 +1,121 @@
+"""torch.distributed glue: process-group setup from torchrun's environment, rank-aware helpers,
+and the batch-sharded random source that makes an N-process run reproduce a 1-process run.
+
+Launch with ``torchrun --nproc_per_node=N run.py ...``; torchrun sets RANK / WORLD_SIZE /
+LOCAL_RANK / MASTER_ADDR / MASTER_PORT. Backend: NCCL on GPUs, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(backend: str = "auto") -> DistInfo:
+    """Join the process group that torchrun describes; a plain ``python`` run is world size 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if backend == "auto":
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    log.info("joined process group: rank %d of %d (%s)", rank, world, backend)
+    return DistInfo(rank, world, local_rank)
+
+
+def current() -> DistInfo:
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo()
+
+
+def barrier() -> None:
+    if current().enabled:
+        dist.barrier()
+
+
+def all_reduce_mean(values: dict[str, float], device) -> dict[str, float]:
+    """Average scalar logs over ranks (one collective for the whole dict)."""
+    info = current()
+    if not info.enabled or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return {k: float(v) / info.world_size for k, v in zip(keys, t.tolist())}
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank."""
+    if not current().enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj):
+    """Every rank's ``obj`` as a list in rank order (CPU objects; used for sample shards)."""
+    info = current()
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class BatchRandom:
+    """Random draws for the local shard of a global batch.
+
+    Every rank holds the same RNG state and draws the *global* batch ``(world * B_local, ...)``,
+    then keeps its own contiguous chunk. An N-process run therefore sees exactly the noise,
+    timesteps, masks and label drops of a 1-process run over the same global batch.
+    """
+
+    def __init__(self, rank: int = 0, world_size: int = 1):
+        self.rank, self.world_size = rank, world_size
+
+    def _shard(self, draw, shape, **kw) -> Tensor:
+        shape = tuple(shape)
+        if self.world_size == 1:
+            return draw(shape, **kw)
+        full = draw((shape[0] * self.world_size, *shape[1:]), **kw)
+        return full[self.rank * shape[0]:(self.rank + 1) * shape[0]]
+
+    def rand(self, shape, device=None, dtype=None) -> Tensor:
+        return self._shard(torch.rand, shape, device=device, dtype=dtype)
+
+    def randn(self, shape, device=None, dtype=None) -> Tensor:
+        return self._shard(torch.randn, shape, device=device, dtype=dtype)
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        return self.randn(x.shape, device=x.device, dtype=x.dtype)
+
+
+SINGLE_PROCESS = BatchRandom()
