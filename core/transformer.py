@@ -71,6 +71,8 @@ def time_rows(t: Tensor, num_tokens: int, group: Tensor | None) -> tuple[Tensor,
     if t.dim() == 1:
         return t, arange, None
     if t.dim() == 2 and t.shape[1] == num_tokens:
+        if bool((t == t[:, :1]).all()):  # one t per sample given per token: exactly the plain SiT path
+            return t[:, 0], arange, None
         # General per-token t: deduplicate (sample, t) pairs.
         pairs = torch.stack([arange[:, None].expand_as(t).to(t.dtype), t], dim=-1).reshape(-1, 2)
         unique, inverse = torch.unique(pairs, dim=0, return_inverse=True)
@@ -183,7 +185,7 @@ class SiT(nn.Module):
         self.y_embedder = LabelEmbedder(num_classes, hidden_size)
         self.blocks = nn.ModuleList([SiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, self.out_channels)
-        self._pos_cache: tuple[Tensor, Tensor] | None = None
+        self._pos_cache: tuple[tuple, Tensor, Tensor] | None = None
         self.initialize_weights()
 
     def initialize_weights(self):
@@ -212,14 +214,14 @@ class SiT(nn.Module):
 
     def pos_embed(self, coords: Tensor, dtype: torch.dtype, device) -> Tensor:
         """Fixed positions ``(1, N, D)``; cached for the last coordinate table seen."""
+        # Keyed by the coordinate tensor's identity and version: no host sync on GPU per forward.
+        key = (coords.data_ptr(), coords._version, tuple(coords.shape), str(device), dtype)
+        # A reused address could hold other coordinates: on CPU (no sync cost) compare contents too.
         cached = self._pos_cache
-        if cached is not None and cached[0].shape == coords.shape and torch.equal(cached[0], coords.cpu()):
-            table = cached[1]
-        else:
-            coords_cpu = check_coords(coords.cpu())
-            table = sincos_from_coords(self.hidden_size, coords_cpu, self.pos_axes)
-            self._pos_cache = (coords_cpu, table)
-        return table.to(device=device, dtype=dtype).unsqueeze(0)
+        if cached is None or cached[0] != key or (coords.device.type == "cpu" and not torch.equal(cached[1], coords)):
+            table = sincos_from_coords(self.hidden_size, check_coords(coords.cpu()), self.pos_axes)
+            self._pos_cache = (key, coords.detach().clone(), table.to(device=device, dtype=dtype).unsqueeze(0))
+        return self._pos_cache[2]
 
     def condition(self, t: Tensor, y: Tensor, num_tokens: int, group: Tensor | None = None) -> Conditioning:
         levels, sample_of_row, index = time_rows(t, num_tokens, group)
