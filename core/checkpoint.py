@@ -59,6 +59,15 @@ def save_checkpoint(state: dict, ckpt_dir: Path, step: int, keep_last: int = 3) 
     return path
 
 
+def remove_stale_temp_files(ckpt_dir: Path) -> list[Path]:
+    """Delete temp files left by a writer that was killed mid-write (only the writer calls this)."""
+    ckpt_dir = Path(ckpt_dir)
+    stale = sorted(ckpt_dir.glob(".*.tmp")) if ckpt_dir.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, a checkpoints directory, or a run directory -> the checkpoint file."""
     path = Path(path).expanduser()

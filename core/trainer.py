@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from . import distributed as dist_utils
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import (capture_rng_state, load_checkpoint, remove_stale_temp_files, restore_rng_state,
+                         save_checkpoint)
 from .distributed import BatchRandom
 from .ema import EMA
 from .samplers import SamplerConfig, sample
@@ -305,6 +306,9 @@ class Trainer:
     def fit(self) -> dict:
         """Train to ``cfg.steps``; returns a summary (steps, wall time, samples/s, peak memory)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            for path in remove_stale_temp_files(self.ckpt_dir):
+                log.warning("removed %s, left by a checkpoint write that was interrupted", path)
         if self.cfg.resume:
             self.load(self.cfg.resume)
         previous = signal.signal(signal.SIGTERM, self._on_signal) if _main_thread() else None
