@@ -123,7 +123,7 @@ def _image(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limi
     except MissingWeightsError as e:
         return _unavailable(metrics, e, protocol, strict, extractor=F.EXTRACTOR)
     fk = F.image_set(fake, model, batch_size)
-    rf = _reference(F.reference_set, real, model, cache_dir, batch_size, limit_real)
+    rf = _reference(F.reference_set, real, model, cache_dir, batch_size, limit_real, weights_sha256=sha)
     base = dict(extractor=F.EXTRACTOR, weights_sha256=sha, n_real=rf.n or rf.pool3.n, n_fake=fk.n,
                 reference_stats_hash=rf.pool3.content_hash(), protocol=protocol, modality="image",
                 real_source=_src(real), n_fake_skipped=len(fk.skipped))
@@ -171,7 +171,8 @@ def _video(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limi
             out.extend(_unavailable(["fid_frame"], e, protocol, strict))
         else:
             fk = F.image_set(F.video_frame_batches(fake, batch_size=batch_size), model, batch_size)
-            rf = _reference(F.reference_set, real, model, cache_dir, batch_size, limit_real, kind="video_frames")
+            rf = _reference(F.reference_set, real, model, cache_dir, batch_size, limit_real, kind="video_frames",
+                            weights_sha256=sha)
             out.append(prov.record("fid_frame", frechet_distance(rf.pool3, fk.pool3), extractor=F.EXTRACTOR,
                                    weights_sha256=sha, n_real=rf.n or rf.pool3.n, n_fake=fk.n,
                                    reference_stats_hash=rf.pool3.content_hash(), protocol=protocol,

@@ -91,13 +91,15 @@ def video_frame_batches(videos, limit: int | None = None, skips=None, batch_size
 
 
 def reference_set(real, model=None, cache_dir=None, batch_size: int = 50, limit: int | None = None,
-                  kind: str = "images") -> ImageSet:
+                  kind: str = "images", weights_sha256: str | None = None) -> ImageSet:
     """Reference statistics, computed once per content and cached by content hash.
 
     ``real`` may be a statistics npz (``mu``/``sigma``[/``mu_s``/``sigma_s``]) used as-is, an
     ADM reference batch (statistics used as-is, its ``arr_0`` images only for precision/recall,
     as ADM does), an ADM sample npz, or an image folder; with ``kind="video_frames"`` a folder
-    of videos whose frames are all used (fid_frame).
+    of videos whose frames are all used (fid_frame). The cache key holds the content hash, the
+    network's SHA-256 (``weights_sha256``; looked up when ``model`` is None), the preprocessing
+    version and ``limit``.
     """
     p = Path(real)
     if not p.exists():
@@ -110,7 +112,9 @@ def reference_set(real, model=None, cache_dir=None, batch_size: int = 50, limit:
             feats = image_set(p, model, batch_size, limit).feats
         return ImageSet(load_stats(p), load_stats(p, spatial=True) if has_s else None, feats,
                         0, source_hash=hash_source(p))
-    _, digest = weights.resolve("inception") if model is None else (None, None)
+    if model is None:
+        model, weights_sha256 = load_inception()
+    digest = weights_sha256
     h = hash_source(p)
     key = f"{h[:32]}_v{STATS_VERSION}_{(digest or 'custom')[:12]}_{limit or 'all'}"
     cached = stats_cache_dir(cache_dir) / f"{'fid_frame' if kind == 'video_frames' else 'fid'}_ref_{key}.npz"
