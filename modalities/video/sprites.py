@@ -235,3 +235,32 @@ def _mass_radius(clips: Tensor, centres: Tensor, threshold: float) -> Tensor:
     ys, xs = torch.meshgrid(torch.arange(H, dtype=w.dtype), torch.arange(W, dtype=w.dtype), indexing="ij")
     d2 = (xs - centres[..., 0, None, None]) ** 2 + (ys - centres[..., 1, None, None]) ** 2
     return ((w * d2).sum((-1, -2)) / w.sum((-1, -2)).clamp(min=1e-8)).sqrt()
+
+
+def motion_report(fake: Tensor, dataset=None, num_real: int = 256) -> dict:
+    """The motion metric on generated clips, next to the same metric on real clips.
+
+    Intended for the run's evaluation step (``modality.metrics.motion`` in
+    ``configs/modality/video.yaml``). Only meaningful for moving-digit-like data (one bright
+    sprite on a dark background).
+
+    Args:
+        fake: generated clips ``(B, T, 3, H, W)`` in [-1, 1].
+        dataset: the training dataset (real reference clips are its first items, evenly spaced).
+        num_real: real clips to score.
+    Returns:
+        ``{"bounce_fit_px": ..., "bounce_fit_px_real": ..., "mass_radius_px": ..., ...}``.
+    """
+    out = {}
+    f = bounce_fit_error(fake)
+    out.update({"bounce_fit_px": f["track_rms_px"], "mass_radius_px": f["mass_radius_px"],
+                "radius_jitter_px": f["radius_jitter_px"], "empty_frame_frac": f["empty_frame_frac"],
+                "num_fake": int(fake.shape[0])})
+    if dataset is not None and len(dataset):
+        n = min(num_real, len(dataset))
+        idx = torch.linspace(0, len(dataset) - 1, n).round().long().unique().tolist()
+        real = torch.stack([dataset[i][0] for i in idx])
+        r = bounce_fit_error(real)
+        out.update({"bounce_fit_px_real": r["track_rms_px"], "mass_radius_px_real": r["mass_radius_px"],
+                    "radius_jitter_px_real": r["radius_jitter_px"], "num_real": len(idx)})
+    return out
