@@ -117,13 +117,14 @@ def generate_once(name: str, params: dict, build: Callable[[Path], int], root: P
     try:
         count = build(tmp)
         (tmp / MANIFEST).write_text(json.dumps({"name": name, "params": params, "count": count}, indent=1))
-        if target.exists():  # a stale or partial copy from an older run: replace it
+        if _verify(target):  # another process (a DDP rank) finished the same data set first: keep theirs
+            return target
+        if target.exists():  # a stale copy that failed its check: replace it
             shutil.rmtree(target)
         try:
             os.replace(tmp, target)
         except OSError:
-            # Another process finished the same data set first; keep theirs if it verifies.
-            if not _verify(target):
+            if not _verify(target):  # lost a race to another process; fine if theirs verifies
                 raise
     finally:
         if tmp.exists():

@@ -110,6 +110,16 @@ def test_generation_is_atomic_and_verified(tmp_path):
     assert generate_once("demo", {"a": 1}, lambda out: (out / "f").write_bytes(b"2") and 1, root=tmp_path) == target
     assert (target / "f").read_bytes() == b"2"
 
+    # Another process (a DDP rank) finishes the same data set while we build: theirs is kept.
+    def racing(out: Path) -> int:
+        generate_once("race", {"a": 1}, lambda o: (o / "f").write_bytes(b"theirs") and 1, root=tmp_path)
+        (out / "f").write_bytes(b"mine")
+        return 1
+
+    raced = generate_once("race", {"a": 1}, racing, root=tmp_path)
+    assert (raced / "f").read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, raced.name])  # no temp dirs left
+
 
 def test_bounce_metric_separates_real_from_broken_motion(tmp_path):
     ds = MovingDigitsDataset(clips_per_class=1, root=str(tmp_path))
