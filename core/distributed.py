@@ -23,6 +23,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    initialized: bool = False  # a process group exists (torchrun, even with one process)
 
     @property
     def is_main(self) -> bool:
@@ -30,14 +31,20 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.initialized
 
 
 def init_distributed(backend: str = "auto") -> DistInfo:
-    """Join the process group that torchrun describes; a plain ``python`` run is world size 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Join the process group that torchrun (or a Slurm launcher) describes.
+
+    A plain ``python`` run has no group. Under torchrun a group is created even for one process,
+    so that ``torchrun --nproc_per_node=1`` exercises the same NCCL/DDP path as a multi-GPU run.
+    """
+    if "SLURM_PROCID" in os.environ and "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        _export_slurm_env()
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo()
+    world = int(os.environ["WORLD_SIZE"])
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -46,12 +53,23 @@ def init_distributed(backend: str = "auto") -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     log.info("joined process group: rank %d of %d (%s)", rank, world, backend)
-    return DistInfo(rank, world, local_rank)
+    return DistInfo(rank, world, local_rank, True)
+
+
+def _export_slurm_env() -> None:
+    """Slurm (e.g. through hydra-submitit-launcher) starts one task per GPU without torchrun's
+    variables; submitit knows how to derive them (master address from the node list)."""
+    try:
+        import submitit  # noqa: PLC0415 -- optional, comes with the `slurm` extra
+    except ImportError as exc:
+        raise RuntimeError("multi-task Slurm job without torchrun variables: install the `slurm` extra "
+                           "(pip install -e '.[slurm]') or launch with torchrun inside the job") from exc
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 def current() -> DistInfo:
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), True)
     return DistInfo()
 
 
@@ -101,7 +119,7 @@ class BatchRandom:
     def __init__(self, rank: int = 0, world_size: int = 1):
         self.rank, self.world_size = rank, world_size
 
-    def _shard(self, draw, shape, **kw) -> Tensor:
+    def _shard(self, draw, shape, **kw) -> Tensor:  # (B_local, ...) from a (world * B_local, ...) draw
         shape = tuple(shape)
         if self.world_size == 1:
             return draw(shape, **kw)
