@@ -111,3 +111,16 @@ def test_torchrun_two_processes_through_the_cli(tmp_path):
     assert all(m["world_size"] == 2 for m in metrics)
     assert (tmp_path / "samples" / "final_grid.png").exists() and (tmp_path / "report.md").exists()
     assert load_checkpoint(tmp_path)["step"] == 6
+
+
+def test_slurm_launcher_config_composes(compose):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the `slurm` extra is not installed")
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(run.Path(run.__file__).parent / "configs"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=["hydra/launcher=slurm", "hydra.launcher.nodes=2"],
+                            return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.nodes == 2
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 8
