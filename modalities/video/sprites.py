@@ -108,11 +108,12 @@ class MovingDigitsDataset(VideoFolderDataset):
         fps: frame rate stored in the MP4s.
         backend: ``auto`` (decord, PyAV fallback), ``decord`` or ``pyav``.
         root: where generated data sets live (default ``$SELFFLOW_CACHE/data``).
+        cache_frames: keep decoded clips in memory after their first read (the set is small).
     """
 
     def __init__(self, num_frames: int = 16, size: int = 32, sprite_size: int = 12,
                  clips_per_class: int = 64, seed: int = 0, fps: float = 8.0,
-                 backend: str = "auto", root: str | None = None):
+                 backend: str = "auto", root: str | None = None, cache_frames: bool = True):
         if not 0 < sprite_size < size:
             raise ValueError(f"sprite_size must be in (0, size={size}), got {sprite_size}")
         params = dict(version=GENERATOR_VERSION, num_frames=num_frames, size=size, sprite_size=sprite_size,
@@ -124,7 +125,7 @@ class MovingDigitsDataset(VideoFolderDataset):
         )
         self.sprite_size = sprite_size
         super().__init__(data_dir, num_frames=num_frames, frame_stride=1, size=size,
-                         start="first", backend=backend)
+                         start="first", backend=backend, cache_frames=cache_frames)
 
 
 # --- metric -------------------------------------------------------------------------------

@@ -227,3 +227,14 @@ def test_video_writer_outputs(tmp_path):
     assert [f.name for f in files] == [f"{i:04d}_c{i}.mp4" for i in range(5)]
     back = torch.from_numpy(read_frames(files[0], range(6))).permute(0, 3, 1, 2).float() / 127.5 - 1
     assert back.shape == (6, 3, 16, 16)
+
+
+def test_frame_cache_serves_later_epochs(tmp_path):
+    root = tmp_path / "data"
+    write_mp4(root / "a" / "x.mp4", _ramp(16, 32, 32))
+    ds = VideoFolderDataset(root, num_frames=16, size=32, start="first", cache_frames=True)
+    first = ds[0][0]
+    (root / "a" / "x.mp4").write_bytes(b"")   # decoding again would now fail
+    assert torch.equal(ds[0][0], first) and len(ds.skipped) == 0
+    with pytest.raises(ValueError, match="deterministic"):
+        VideoFolderDataset(root, cache_frames=True, start="random", probe=False)
