@@ -5,4 +5,11 @@ Entry points: :func:`evals.api.evaluate` (Python), ``python -m evals`` (CLI),
 networks load only when a metric asks for them.
 """
 
-from .weights import MissingWeightsError  # noqa: F401  (the error callers catch)
+
+def __getattr__(name):
+    # Lazy, so that `python -m evals.weights` does not import evals.weights twice (runpy warning).
+    if name == "MissingWeightsError":  # the error callers catch to record "metric unavailable"
+        from .weights import MissingWeightsError
+
+        return MissingWeightsError
+    raise AttributeError(f"module 'evals' has no attribute {name!r}")

@@ -56,6 +56,24 @@ def extract(model, batch) -> dict[str, torch.Tensor]:
     return model(x)
 
 
+def _rebatch(batches, batch_size: int):
+    """Merge small same-size uint8 NHWC arrays (e.g. a few frames per video) into full batches."""
+    pending = []
+    for b in batches:
+        if not isinstance(b, np.ndarray):  # a list of differently sized images: pass through
+            yield b
+            continue
+        if pending and pending[0].shape[1:] != b.shape[1:]:
+            yield np.concatenate(pending)
+            pending = []
+        pending.append(b)
+        if sum(len(p) for p in pending) >= batch_size:
+            yield np.concatenate(pending)
+            pending = []
+    if pending:
+        yield np.concatenate(pending)
+
+
 def image_set(source, model=None, batch_size: int = 50, limit: int | None = None,
               keep_features: bool = True) -> ImageSet:
     """Run Inception over ``source`` (tensor, ADM npz, or folder) and summarise it."""
@@ -63,7 +81,7 @@ def image_set(source, model=None, batch_size: int = 50, limit: int | None = None
         model, _ = load_inception()
     s3, ss = StreamingStats(), StreamingStats()
     feats, skips = [], SkipLog()
-    for batch in iter_images(source, batch_size, limit, skips):
+    for batch in _rebatch(iter_images(source, batch_size, limit, skips), batch_size):
         out = extract(model, batch)
         p3 = out["pool3"].double().cpu().numpy()
         s3.update(p3)

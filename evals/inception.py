@@ -78,7 +78,16 @@ class ConvBN(nn.Module):
         self.register_buffer("mean", torch.zeros(cout))
         self.register_buffer("var", torch.ones(cout))
 
+        self.fused = None  # (weight, bias) with the batch norm folded in; see fuse()
+
+    def fuse(self):
+        """Fold the (frozen) batch norm into the conv: one op instead of two, same result to ~1e-6."""
+        scale = torch.rsqrt(self.var + 1e-3)
+        self.fused = (self.weight * scale.view(-1, 1, 1, 1), self.beta - self.mean * scale)
+
     def forward(self, x):
+        if self.fused is not None:
+            return F.relu(F.conv2d(x, self.fused[0], self.fused[1], self.stride, self.padding))
         x = F.conv2d(x, self.weight, None, self.stride, self.padding)
         return F.relu(F.batch_norm(x, self.mean, self.var, None, self.beta, False, 0.0, 1e-3))
 
@@ -234,5 +243,10 @@ def load_inception(path=None, device="cpu") -> tuple[InceptionTF2015, str]:
     if key not in _CACHE:
         m = InceptionTF2015()
         m.load_state_dict(state_dict_from_torchscript(p), strict=True)
-        _CACHE[key] = m.eval().requires_grad_(False).to(device)
+        m = m.eval().requires_grad_(False).to(device)
+        with torch.no_grad():
+            for mod in m.modules():
+                if isinstance(mod, ConvBN):
+                    mod.fuse()
+        _CACHE[key] = m
     return _CACHE[key], digest

@@ -265,9 +265,9 @@ def status() -> list[dict]:
             p, digest = resolve(s.name)
             rows.append({"name": s.name, "present": True, "path": str(p), "sha256": digest})
         except MissingWeightsError as e:
-            bad = "does not match" in str(e) or "size" in str(e).split("\n")[0]
+            missing = "not found" in str(e).split("\n")[0]
             rows.append({"name": s.name, "present": False, "path": None,
-                         "problem": "checksum mismatch" if bad else "missing",
+                         "problem": "missing" if missing else "bad file",
                          "how": "python -m evals.weights fetch" if s.offline else f"set {s.env_var}"})
     return rows
 

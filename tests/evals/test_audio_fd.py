@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import is_increasing, require
+from evals_helpers import is_increasing, require
 
 from evals import MissingWeightsError, audio_nets, fad
 from evals.frechet import frechet_distance

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
+from evals_helpers import require
 
 from evals.api import DEFAULT_METRICS, evaluate
 

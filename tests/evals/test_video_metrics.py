@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import gaussian_blur, is_increasing, smooth_images
+from evals_helpers import gaussian_blur, is_increasing, smooth_images
 
 from evals import MissingWeightsError, fid, fvd
 from evals.api import evaluate

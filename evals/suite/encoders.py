@@ -1,0 +1,186 @@
+"""Frozen REPA encoders built from the evaluators' offline networks (no download, no hub call).
+
+Interface (as ``core.encoders``): ``encoder(tokens (B, N, C), raw) -> (B, N, feature_dim)`` plus a
+``feature_dim`` attribute. ``raw`` is the clean batch the tokenizer encoded: images (B, 3, H, W) and
+video (B, T, 3, H, W) in [-1, 1], audio waveforms (B, samples). Spatial features are pooled to the
+model's token grid so that every model token gets the feature of the region it covers.
+
+* :class:`InceptionTokenEncoder` -- the TF-2015 Inception of ``fid`` (evals/inception.py), features
+  of one of its mixed blocks (default ``mixed_7``: 768 channels, 17x17 at 299 px, the width of
+  DINOv2-B). **It is the network ``fid`` / ``fid_frame`` measure with**, so REPA with it is
+  optimised towards the metric's own feature space; the suite report says so.
+* :class:`CrepeTokenEncoder` -- CREPE (evals/audio_nets.py) frame embeddings resampled to the
+  mel token grid's time axis and shared by every mel-band group of a frame group.
+* :func:`offline_encoder` -- the per-modality default: DINOv2 is not implemented in evals yet, so
+  ``backbone=auto`` means Inception for image / video and CREPE for audio. Used by
+  ``configs/method/repa_offline.yaml`` with ``modality: ${modality.name}``, so one hydra sweep over
+  modalities picks the right network for each.
+
+The networks are registered as submodules (so ``.to(device)`` moves them), but the REPA objective
+excludes ``encoder.*`` from its trainable state, so checkpoints stay small.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+INCEPTION_LAYERS = {  # block -> channels (spatial size at 299 px)
+    "mixed_2": 288,   # 35x35
+    "mixed_7": 768,   # 17x17
+    "mixed_10": 2048,  # 8x8, the pool3 map FID averages
+}
+
+
+def image_grid(n_tokens: int, height: int, width: int, key: str) -> tuple[int, int]:
+    """(rows, cols) of a raster token grid with the image's aspect ratio; error names ``key``."""
+    rows = round(math.sqrt(n_tokens * height / width))
+    cols = n_tokens // max(rows, 1)
+    if rows * cols != n_tokens:
+        raise ValueError(f"cannot lay {n_tokens} tokens on a {height}x{width} image as a raster grid; "
+                         f"set {key} explicitly")
+    return rows, cols
+
+
+class InceptionTokenEncoder(nn.Module):
+    """TF-2015 Inception features of images or video frames, one per model token.
+
+    input_size: the resize before the network. 299 is the metric's own; smaller values (>= 75)
+    cost ``(input_size / 299)^2`` as much, which is what makes REPA runnable on a CPU budget.
+    patch: video only, the tokenizer's (pt, ph, pw); token features average the pt frames of a tubelet.
+    """
+
+    def __init__(self, in_dim: int, layer: str = "mixed_7", input_size: int = 299, patch=None,
+                 weights_path=None):
+        super().__init__()
+        from ..inception import load_inception  # lazy: verifies the weight file (weights manager)
+
+        if layer not in INCEPTION_LAYERS:
+            raise ValueError(f"method.encoder.layer={layer!r}: must be one of {sorted(INCEPTION_LAYERS)}")
+        if input_size < 75:
+            raise ValueError(f"method.encoder.input_size={input_size}: Inception needs >= 75 px")
+        net, self.weights_sha256 = load_inception(weights_path)
+        # A private copy: the evaluator's cached instance may live on another device.
+        self.net = type(net)()
+        self.net.load_state_dict(net.state_dict())
+        self.net.requires_grad_(False).eval()
+        self.layer, self.input_size = layer, int(input_size)
+        self.patch = tuple(patch) if patch is not None else None
+        self.feature_dim = INCEPTION_LAYERS[layer]
+        self.name = f"inception_tf2015:{layer}@{input_size}px"
+
+    def _features(self, images: Tensor) -> Tensor:
+        """images in [-1, 1] (M, 3, H, W) -> (M, C, h, w) block output, ADM's input mapping."""
+        from ..inception import resize_bilinear_tf1
+
+        n = self.net
+        x = resize_bilinear_tf1((images.float() + 1.0) * 127.5, self.input_size)
+        x = (x - 128.0) / 128.0
+        x = F.max_pool2d(n.conv_2(n.conv_1(n.conv(x))), 3, 2)
+        x = F.max_pool2d(n.conv_4(n.conv_3(x)), 3, 2)
+        x = n.mixed_2(n.mixed_1(n.mixed(x)))
+        if self.layer != "mixed_2":
+            x = n.mixed_7(n.mixed_6(n.mixed_5(n.mixed_4(n.mixed_3(x)))))
+            n.mixed_6.last_conv = None  # drop the sFID side output (memory)
+        if self.layer == "mixed_10":
+            x = n.mixed_10(n.mixed_9(n.mixed_8(x)))
+        return x
+
+    @torch.no_grad()
+    def forward(self, tokens: Tensor, raw: Tensor) -> Tensor:
+        if raw is None:
+            raise ValueError("InceptionTokenEncoder needs the raw images/frames (raw=None was given)")
+        B, N = tokens.shape[:2]
+        if raw.dim() == 4:  # images
+            rows, cols = image_grid(N, raw.shape[-2], raw.shape[-1], "model.patch_size")
+            f = F.adaptive_avg_pool2d(self._features(raw), (rows, cols))  # (B, C, rows, cols)
+            return f.flatten(2).transpose(1, 2).contiguous()  # raster (h w) order, as the tokenizers
+        if raw.dim() != 5:
+            raise ValueError(f"InceptionTokenEncoder expects images (B,3,H,W) or video (B,T,3,H,W), "
+                             f"got {tuple(raw.shape)}")
+        T, H, W = raw.shape[1], raw.shape[3], raw.shape[4]
+        if self.patch is None:
+            raise ValueError("video REPA with Inception needs the tubelet size: set "
+                             "method.encoder.patch=${modality.tokenizer.patch}")
+        pt, ph, pw = self.patch
+        grid = (T // pt, H // ph, W // pw)
+        if grid[0] * grid[1] * grid[2] != N:
+            raise ValueError(f"method.encoder.patch={list(self.patch)} gives a {grid} grid for {N} tokens; "
+                             "it must equal modality.tokenizer.patch")
+        f = self._features(raw.flatten(0, 1))  # (B*T, C, h, w)
+        f = F.adaptive_avg_pool2d(f, grid[1:]).view(B, grid[0], pt, self.feature_dim, *grid[1:]).mean(2)
+        return f.permute(0, 1, 3, 4, 2).reshape(B, N, self.feature_dim).contiguous()  # (t h w) order
+
+
+class CrepeTokenEncoder(nn.Module):
+    """CREPE frame embeddings (256 for tiny, 2048 for full) per mel token.
+
+    Mel tokens are ordered (band group, frame group); CREPE has no frequency axis, so every band
+    group of one frame group gets that time span's embedding. freq_groups = n_mels // patch[0].
+    """
+
+    def __init__(self, in_dim: int, n_mels: int = 64, patch=(8, 8), capacity: str = "tiny",
+                 sample_rate: int = 16000, weights_path=None):
+        super().__init__()
+        from ..audio_nets import CREPE_SR, load_crepe
+
+        sd, self.weights_sha256 = load_crepe(capacity, weights_path)
+        for k, v in sd.items():  # buffers: moved by .to(), excluded from gradients
+            self.register_buffer("w_" + k.replace(".", "__"), v.float(), persistent=False)
+        self._keys = list(sd)
+        self.freq_groups = int(n_mels) // int(patch[0])
+        self.sample_rate, self.crepe_sr = int(sample_rate), CREPE_SR
+        self.feature_dim = 256 if capacity == "tiny" else 2048
+        self.name = f"crepe_{capacity}"
+
+    @torch.no_grad()
+    def forward(self, tokens: Tensor, raw: Tensor) -> Tensor:
+        from ..audio_nets import crepe_embed
+
+        B, N = tokens.shape[:2]
+        if raw is None or raw.dim() != 2:
+            raise ValueError(f"CrepeTokenEncoder expects waveforms (B, samples), got {None if raw is None else tuple(raw.shape)}")
+        if N % self.freq_groups:
+            raise ValueError(f"{N} mel tokens are not a multiple of {self.freq_groups} band groups; set "
+                             "method.encoder.n_mels / patch to the tokenizer's (a learned mel latent is not supported)")
+        time_groups = N // self.freq_groups
+        x = raw.float()
+        if self.sample_rate != self.crepe_sr:
+            import torchaudio.functional as AF
+
+            x = AF.resample(x, self.sample_rate, self.crepe_sr)
+        sd = {k: getattr(self, "w_" + k.replace(".", "__")).cpu() for k in self._keys}
+        hop = max(1, x.shape[1] // time_groups)
+        feats = [torch.from_numpy(crepe_embed(sd, clip.cpu().numpy(), hop=hop)).float() for clip in x]
+        f = torch.stack([F.interpolate(e.T[None], size=time_groups, mode="linear", align_corners=False)[0]
+                         for e in feats])  # (B, D, time_groups)
+        f = f.to(tokens.device).transpose(1, 2)  # (B, time_groups, D)
+        return f[:, None].expand(B, self.freq_groups, time_groups, self.feature_dim).reshape(B, N, -1).contiguous()
+
+
+def offline_encoder(in_dim: int, modality: str, backbone: str = "auto", **kw) -> nn.Module:
+    """The suite's default REPA encoder for ``modality`` (see the module docstring).
+
+    Keyword arguments not used by the chosen network are dropped, so one config node serves
+    every modality: image/video take layer, input_size, patch (video); audio takes n_mels,
+    patch, capacity, sample_rate.
+    """
+    if backbone == "dinov2":
+        raise NotImplementedError("method.encoder.backbone=dinov2: evals has the DINOv2 weight entry but no "
+                                  "DINOv2 network yet; use backbone=auto (Inception / CREPE)")
+    if backbone not in ("auto", "inception", "crepe"):
+        raise ValueError(f"method.encoder.backbone={backbone!r}: must be auto, inception, crepe or dinov2")
+    if modality == "audio" and backbone in ("auto", "crepe"):
+        keep = {k: kw[k] for k in ("n_mels", "capacity", "sample_rate", "weights_path") if kw.get(k) is not None}
+        if kw.get("audio_patch") is not None:
+            keep["patch"] = kw["audio_patch"]
+        return CrepeTokenEncoder(in_dim, **keep)
+    if modality in ("image", "video") and backbone in ("auto", "inception"):
+        keep = {k: kw[k] for k in ("layer", "input_size", "weights_path") if kw.get(k) is not None}
+        if modality == "video":
+            keep["patch"] = kw.get("video_patch")
+        return InceptionTokenEncoder(in_dim, **keep)
+    raise ValueError(f"method.encoder: no {backbone!r} encoder for modality {modality!r}")
