@@ -232,6 +232,16 @@ def _take_heads(sd: dict, layout: str, keep: bool, info: ConvertInfo) -> None:
         info.dropped.extend(keys)
 
 
+def _renumber_legacy_repa(sd: dict, info: ConvertInfo) -> None:
+    """Early REPA checkpoints split blocks into ``blocks.*`` (encoder) and ``decoder_blocks.*``; REPA's
+    ``--legacy`` loader renumbers ``decoder_blocks.i`` to ``blocks.(i + encoder_depth)``."""
+    encoder_depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    for key in [k for k in sd if k.startswith("decoder_blocks.")]:
+        _, idx, rest = key.split(".", 2)
+        sd[f"blocks.{int(idx) + encoder_depth}.{rest}"] = sd.pop(key)
+    info.notes.append(f"legacy REPA decoder_blocks.* renumbered after {encoder_depth} encoder blocks")
+
+
 def convert_state_dict(sd: dict[str, Tensor], layout: str, patch_size: int = 2, pos_axes=("width", "height"),
                        keep_projector: bool = False, info: ConvertInfo | None = None) -> tuple[dict[str, Tensor], ConvertInfo]:
     """Map a foreign state dict to our key names, token order and time convention (see module doc)."""
@@ -244,6 +254,8 @@ def convert_state_dict(sd: dict[str, Tensor], layout: str, patch_size: int = 2, 
     if "x_embedder.proj.weight" not in sd:
         raise ValueError(f"layout={layout}: no x_embedder.proj.weight in the checkpoint (keys start "
                          f"{sorted(sd)[:5]}); pick the layout that wrote it ({LAYOUTS})")
+    if layout == "repa" and any(k.startswith("decoder_blocks.") for k in sd):
+        _renumber_legacy_repa(sd, info)
     _patch_embed(sd, conv=layout in ("sit", "repa"))
     _check_pos_embed(sd, pos_axes, info)
     _take_heads(sd, layout, keep_projector, info)

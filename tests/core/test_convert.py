@@ -172,6 +172,16 @@ def test_conv_layouts_match_their_forward(tmp_path, layout):
         assert info.dropped == ["pos_embed"]
 
 
+def test_legacy_repa_decoder_blocks(tmp_path):
+    W = official_state_dict("repa")
+    legacy = {k.replace("blocks.1.", "decoder_blocks.0."): v for k, v in W.items()}
+    a, _ = _load(tmp_path, "repa", W)
+    b, info = _load(tmp_path, "repa", legacy)
+    assert any("legacy" in n for n in info.notes)
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[k], v)
+
+
 def test_selfflow_head_kept_or_dropped(tmp_path):
     W = official_state_dict("selfflow")
     _, dropped = _load(tmp_path, "selfflow", W)
