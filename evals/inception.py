@@ -78,16 +78,20 @@ class ConvBN(nn.Module):
         self.register_buffer("mean", torch.zeros(cout))
         self.register_buffer("var", torch.ones(cout))
 
-        self.fused = None  # (weight, bias) with the batch norm folded in; see fuse()
+        # conv weight/bias with the batch norm folded in (see fuse); non-persistent buffers, so they
+        # follow .to(device) but stay out of state_dict (which keeps the TF names and values)
+        self.register_buffer("fused_weight", None, persistent=False)
+        self.register_buffer("fused_bias", None, persistent=False)
 
     def fuse(self):
         """Fold the (frozen) batch norm into the conv: one op instead of two, same result to ~1e-6."""
         scale = torch.rsqrt(self.var + 1e-3)
-        self.fused = (self.weight * scale.view(-1, 1, 1, 1), self.beta - self.mean * scale)
+        self.fused_weight = self.weight.detach() * scale.view(-1, 1, 1, 1)
+        self.fused_bias = self.beta.detach() - self.mean * scale
 
     def forward(self, x):
-        if self.fused is not None:
-            return F.relu(F.conv2d(x, self.fused[0], self.fused[1], self.stride, self.padding))
+        if self.fused_weight is not None:
+            return F.relu(F.conv2d(x, self.fused_weight, self.fused_bias, self.stride, self.padding))
         x = F.conv2d(x, self.weight, None, self.stride, self.padding)
         return F.relu(F.batch_norm(x, self.mean, self.var, None, self.beta, False, 0.0, 1e-3))
 
