@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio_io import RESAMPLER, iter_clips
+from .audio_io import iter_clips
 from .frechet import Stats, StreamingStats, load_stats, save_stats
 from .images import SkipLog
 from .provenance import hash_source

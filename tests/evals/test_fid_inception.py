@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from evals_helpers import gaussian_blur, is_increasing, require, smooth_images
+from evals_helpers import gaussian_blur, is_increasing, smooth_images
 from PIL import Image
 
 from evals import fid

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 from evals_helpers import gaussian_blur, is_increasing, smooth_images
