@@ -32,10 +32,8 @@ def test_audio_training_run(tmp_path, monkeypatch):
         assert Path(path).exists(), path
     assert {"audio", "spectrogram", "clips"} <= set(out["assets"])
     # The mel statistics fitted before training are saved with the checkpoint.
-    import torch
+    from core.checkpoint import load_checkpoint
 
     ckpt = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
-    # Our own file from this test; weights_only=False only because run.py's config fingerprint
-    # currently stores an omegaconf ListConfig (reported to the run.py owner).
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = load_checkpoint(ckpt)  # weights_only=True
     assert bool(state["tokenizer"]["fitted"])
