@@ -22,6 +22,7 @@ excludes ``encoder.*`` from its trainable state, so checkpoints stay small.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -33,6 +34,40 @@ INCEPTION_LAYERS = {  # block -> channels (spatial size at 299 px)
     "mixed_7": 768,   # 17x17
     "mixed_10": 2048,  # 8x8, the pool3 map FID averages
 }
+
+
+class FeatureCache:
+    """Per-item feature memo keyed by the item's bytes (the frozen encoder is deterministic).
+
+    Small synthetic datasets are revisited hundreds of times in a CPU run; recomputing a 299 px
+    Inception pass per visit would make REPA several times slower than fm/selfflow for no
+    information. ``max_items=0`` disables it (data augmentation makes every item new anyway).
+    """
+
+    def __init__(self, max_items: int):
+        self.max_items, self.store, self.hits, self.misses = int(max_items), {}, 0, 0
+
+    def __call__(self, tokens: Tensor, raw: Tensor, compute) -> Tensor:
+        if self.max_items <= 0:
+            return compute(tokens, raw)
+        keys = [hashlib.blake2b(r.detach().cpu().numpy().tobytes(), digest_size=16).digest() for r in raw]
+        todo = [i for i, k in enumerate(keys) if k not in self.store]
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            idx = torch.tensor(todo, device=raw.device)
+            fresh = compute(tokens.index_select(0, idx), raw.index_select(0, idx))
+            for j, i in enumerate(todo):
+                if len(self.store) < self.max_items:
+                    self.store[keys[i]] = fresh[j].cpu()
+            if len(todo) == len(keys):
+                return fresh
+            out = [None] * len(keys)
+            for j, i in enumerate(todo):
+                out[i] = fresh[j]
+        else:
+            out = [None] * len(keys)
+        return torch.stack([o if o is not None else self.store[k].to(tokens.device) for o, k in zip(out, keys)])
 
 
 def image_grid(n_tokens: int, height: int, width: int, key: str) -> tuple[int, int]:
@@ -54,8 +89,9 @@ class InceptionTokenEncoder(nn.Module):
     """
 
     def __init__(self, in_dim: int, layer: str = "mixed_7", input_size: int = 299, patch=None,
-                 weights_path=None):
+                 weights_path=None, cache_items: int = 0):
         super().__init__()
+        self.cache = FeatureCache(cache_items)
         from ..inception import load_inception  # lazy: verifies the weight file (weights manager)
 
         if layer not in INCEPTION_LAYERS:
@@ -93,6 +129,9 @@ class InceptionTokenEncoder(nn.Module):
     def forward(self, tokens: Tensor, raw: Tensor) -> Tensor:
         if raw is None:
             raise ValueError("InceptionTokenEncoder needs the raw images/frames (raw=None was given)")
+        return self.cache(tokens, raw, self._encode)
+
+    def _encode(self, tokens: Tensor, raw: Tensor) -> Tensor:
         B, N = tokens.shape[:2]
         if raw.dim() == 4:  # images
             rows, cols = image_grid(N, raw.shape[-2], raw.shape[-1], "model.patch_size")
@@ -123,8 +162,9 @@ class CrepeTokenEncoder(nn.Module):
     """
 
     def __init__(self, in_dim: int, n_mels: int = 64, patch=(8, 8), capacity: str = "tiny",
-                 sample_rate: int = 16000, weights_path=None):
+                 sample_rate: int = 16000, weights_path=None, cache_items: int = 0):
         super().__init__()
+        self.cache = FeatureCache(cache_items)
         from ..audio_nets import CREPE_SR, load_crepe
 
         sd, self.weights_sha256 = load_crepe(capacity, weights_path)
@@ -138,11 +178,14 @@ class CrepeTokenEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, tokens: Tensor, raw: Tensor) -> Tensor:
+        if raw is None or raw.dim() != 2:
+            raise ValueError(f"CrepeTokenEncoder expects waveforms (B, samples), got {None if raw is None else tuple(raw.shape)}")
+        return self.cache(tokens, raw, self._encode)
+
+    def _encode(self, tokens: Tensor, raw: Tensor) -> Tensor:
         from ..audio_nets import crepe_embed
 
         B, N = tokens.shape[:2]
-        if raw is None or raw.dim() != 2:
-            raise ValueError(f"CrepeTokenEncoder expects waveforms (B, samples), got {None if raw is None else tuple(raw.shape)}")
         if N % self.freq_groups:
             raise ValueError(f"{N} mel tokens are not a multiple of {self.freq_groups} band groups; set "
                              "method.encoder.n_mels / patch to the tokenizer's (a learned mel latent is not supported)")
@@ -174,12 +217,12 @@ def offline_encoder(in_dim: int, modality: str, backbone: str = "auto", **kw) ->
     if backbone not in ("auto", "inception", "crepe"):
         raise ValueError(f"method.encoder.backbone={backbone!r}: must be auto, inception, crepe or dinov2")
     if modality == "audio" and backbone in ("auto", "crepe"):
-        keep = {k: kw[k] for k in ("n_mels", "capacity", "sample_rate", "weights_path") if kw.get(k) is not None}
+        keep = {k: kw[k] for k in ("n_mels", "capacity", "sample_rate", "weights_path", "cache_items") if kw.get(k) is not None}
         if kw.get("audio_patch") is not None:
             keep["patch"] = kw["audio_patch"]
         return CrepeTokenEncoder(in_dim, **keep)
     if modality in ("image", "video") and backbone in ("auto", "inception"):
-        keep = {k: kw[k] for k in ("layer", "input_size", "weights_path") if kw.get(k) is not None}
+        keep = {k: kw[k] for k in ("layer", "input_size", "weights_path", "cache_items") if kw.get(k) is not None}
         if modality == "video":
             keep["patch"] = kw.get("video_patch")
         return InceptionTokenEncoder(in_dim, **keep)

@@ -123,6 +123,9 @@ def test_throughput_skips_intervals_that_contain_an_evaluation():
     logs = [{"step": 2, "samples_per_s": 5.0}, {"step": 4, "samples_per_s": 0.1},
             {"step": 6, "samples_per_s": 40.0}, {"step": 8, "samples_per_s": 42.0}]
     assert agg.train_throughput(logs, eval_steps={3}) == pytest.approx(41.0)
+    # an eval at a logged step runs after that line: it slows the *next* interval; the final one none
+    logs[1]["samples_per_s"], logs[2]["samples_per_s"] = 40.0, 0.1
+    assert agg.train_throughput(logs, eval_steps={4, 8}) == pytest.approx(41.0)
 
 
 def test_runs_from_a_plain_hydra_multirun_are_identified_by_their_config(tmp_path):

@@ -1,0 +1,49 @@
+"""CLI: ``python -m evals.suite --budget quick`` (run + report) or ``--report DIR`` (report only)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import sys
+from pathlib import Path
+
+
+def _csv(text: str | None):
+    return [x for x in text.split(",") if x] if text else None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evals.suite", description=__doc__)
+    p.add_argument("--budget", default="quick", help="quick | standard | paper | ablation | path/to/budget.yaml")
+    p.add_argument("--modalities", help="comma list, e.g. image,video (default: the budget's)")
+    p.add_argument("--seeds", help="comma list of ints (default: the budget's)")
+    p.add_argument("--variants", help="comma list of the budget's variant names (default: all)")
+    p.add_argument("--out", help="suite directory (default: runs/benchmark/<budget>-<date>); rerun to resume")
+    p.add_argument("--report", metavar="DIR", help="only aggregate the finished runs below DIR and write its report")
+    p.add_argument("--print-commands", action="store_true",
+                   help="print one `python run.py ...` line per cell (for torchrun / Slurm) and exit")
+    p.add_argument("overrides", nargs="*", help="extra hydra overrides for every cell, e.g. train.steps=20")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from .report import write_report
+    from .runner import commands, load_budget, run_suite
+
+    if a.report:
+        print(write_report(Path(a.report)))
+        return 0
+    budget = load_budget(a.budget)
+    out = Path(a.out or f"runs/benchmark/{budget.name}-{_dt.datetime.now():%Y-%m-%d_%H-%M-%S}")
+    kw = dict(modalities=_csv(a.modalities), seeds=[int(s) for s in _csv(a.seeds)] if a.seeds else None,
+              variants=_csv(a.variants), extra=a.overrides)
+    if a.print_commands:
+        print("\n".join(commands(budget, out, **kw)))
+        return 0
+    records = run_suite(budget, out, **kw)
+    report = write_report(out, target=str(budget.get("target", "selfflow")), title=f"Benchmark `{budget.name}`")
+    print(report)
+    return 1 if any(r.get("status") == "failed" for r in records) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

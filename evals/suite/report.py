@@ -1,0 +1,183 @@
+"""The suite's aggregate report: ``report.md``, ``aggregate.json`` and PNG plots in the suite directory.
+
+Per modality: mean +- std per method, paired differences (target - baseline) with 95 % bootstrap
+CIs and verdicts, metric-vs-step convergence plots, a training-cost table, sample panels linked
+from each run, and the paper's own numbers (reference/selfflow.md section 8) beside ours, labelled
+as the paper's and at the paper's scale. Caveats that change how a number reads (REPA aligned
+to the metric's own network, metrics that are unavailable, single seeds) are stated in the text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless
+import matplotlib.pyplot as plt  # noqa: E402
+
+from . import aggregate as agg  # noqa: E402
+
+# reference/selfflow.md section 8 (as printed in the paper). Scale: see PAPER_SCALE.
+PAPER = {
+    "image": {"source": "Table 1 (ImageNet 256x256, SiT-XL/2, no CFG, 50K samples, 250-step SDE)",
+              "metrics": ["fid", "sfid", "is", "precision", "recall"],
+              "rows": {"fm": ("SiT-XL/2, 7M steps", [8.3, 6.30, 130.57, 0.69, 0.67]),
+                       "repa": ("REPA (DINOv2-B), 4M steps", [5.89, 5.73, 157.66, 0.70, 0.69]),
+                       "selfflow": ("Self-Flow, 4M steps", [5.70, 4.97, 151.40, 0.72, 0.67])}},
+    "video": {"source": "Table 3 (text-to-video, 625M FLUX.2-style, WAN2.2 AE, 6M videos, 600K steps)",
+              "metrics": ["fvd (VideoMAEv2)", "fid_frame"],
+              "rows": {"fm": ("Vanilla Flow", [50.95, 9.28]),
+                       "repa": ("REPA w/ DINOv2", [49.59, 9.39]),
+                       "selfflow": ("Self-Flow", [47.81, 8.92])}},
+    "audio": {"source": "Table 4 (text-to-audio, FMA 1M clips, Songbloom AE, 625M, 350K steps)",
+              "metrics": ["fad CLAP", "fad CLAP-M", "fad CLAP-A"],
+              "rows": {"fm": ("Vanilla FM", [148.874, 0.1695, 0.1059]),
+                       "repa": ("REPA w/ MERT", [148.883, 0.1677, 0.1040]),
+                       "selfflow": ("Self-Flow", [145.645, 0.1634, 0.1001])}},
+}
+
+
+def _f(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}g}"
+
+
+def _pm(stats) -> str:
+    mean, std, n = stats
+    if n == 0:
+        return "n/a"
+    return f"{_f(mean)} ± {_f(std, 2)} (n={n})" if n > 1 else f"{_f(mean)} (n=1)"
+
+
+def plot_convergence(curves: dict, metric: str, path: Path) -> Path | None:
+    """metric vs step, one line per variant (mean over seeds, band = +-1 std)."""
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=100)
+    for variant, points in curves.items():
+        steps = [p[0] for p in points]
+        mean = [p[1] for p in points]
+        std = [p[2] if math.isfinite(p[2]) else 0.0 for p in points]
+        ax.plot(steps, mean, marker="o", label=variant)
+        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(metric + (" (lower is better)" if agg.lower_is_better(metric) else " (higher is better)"))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _repa_caveat(runs: list[agg.Run], modality: str, metrics: list[str]) -> str | None:
+    """The plain statement the issue asks for when REPA's encoder is the metric's network."""
+    for r in runs:
+        if r.modality != modality or r.variant != "repa":
+            continue
+        try:
+            from omegaconf import OmegaConf
+
+            enc = OmegaConf.load(r.run_dir / "config.yaml").method.get("encoder")
+        except Exception:
+            enc = None
+        if enc is None:
+            return None
+        target = str(enc.get("_target_", ""))
+        backbone = str(enc.get("backbone", ""))
+        inception = "Inception" in target or (target.endswith("offline_encoder") and backbone in ("auto", "inception")
+                                              and modality in ("image", "video"))
+        shared = [m for m in metrics if m in ("fid", "sfid", "fid_frame", "precision", "recall", "is")]
+        if inception and shared:
+            return (f"**Caution: REPA here aligns to the TF-2015 Inception, the same network that computes "
+                    f"{', '.join(shared)}.** That favours REPA on these metrics (it is trained towards the "
+                    "metric's feature space); a REPA win on them is weaker evidence than a win on a metric "
+                    "with an independent network.")
+        if "Random" in target:
+            return ("REPA's encoder is the random-init stand-in (core.encoders.RandomTokenEncoder): it measures "
+                    "REPA's cost, not its benefit.")
+        return None
+    return None
+
+
+def write_report(suite_dir: Path, target: str = "selfflow", title: str | None = None) -> Path:
+    """Aggregate every finished run below ``suite_dir`` and write ``report.md`` + plots there."""
+    suite_dir = Path(suite_dir)
+    runs = agg.load_runs(suite_dir)
+    result = agg.aggregate(runs, target=target)
+    (suite_dir / "aggregate.json").write_text(json.dumps(result, indent=1, default=str))
+    manifest = json.loads((suite_dir / "suite.json").read_text()) if (suite_dir / "suite.json").exists() else {}
+    s = result["settings"]
+    name = manifest.get("budget", {}).get("name")
+    lines = [f"# {title or ('Benchmark `' + name + '`' if name else 'Benchmark: Self-Flow vs REPA vs flow matching')}", ""]
+    if manifest:
+        b = manifest.get("budget", {})
+        lines += [f"Budget `{b.get('name')}`, commit `{manifest.get('commit')}`, started {manifest.get('started')}"
+                  f"{', finished ' + manifest['finished'] if manifest.get('finished') else ''}."]
+        if manifest.get("failed"):
+            lines += ["", f"**Failed cells** (see their suite_cell.json): {', '.join(manifest['failed'])}"]
+    lines += ["", f"Statistics: mean ± std over seeds (ddof=1). Paired differences `{target} − baseline` per seed, "
+              f"95% percentile bootstrap CI ({s['n_resamples']} resamples, numpy RNG seed {s['bootstrap_seed']}). "
+              f"Verdict \"better\"/\"worse\" only if the CI excludes 0, the mean difference is ≥ "
+              f"{s['min_rel_effect']:.0%} of the baseline's mean and there are ≥ {s['min_pairs']} paired seeds; "
+              f"otherwise \"{agg.NO_DIFF}\". Lower is better for Frechet distances."]
+    if not runs:
+        lines += ["", "No finished run (no eval.json) was found."]
+    for modality, res in result["modalities"].items():
+        lines += ["", f"## {modality}", ""]
+        variants = list(res["table"])
+        metrics = sorted({m for v in res["table"].values() for m in v})
+        caveat = _repa_caveat(runs, modality, metrics)
+        if caveat:
+            lines += [caveat, ""]
+        lines += ["### Final metrics (ours, this budget)", "", "| method | " + " | ".join(metrics) + " | seeds |",
+                  "|---|" + "---|" * (len(metrics) + 1)]
+        for v in variants:
+            lines.append(f"| {v} | " + " | ".join(_pm(res["table"][v].get(m, (0, 0, 0))) for m in metrics)
+                         + f" | {res['seeds'][v]} |")
+        if not metrics:
+            lines += ["", "No numeric metric: every evaluator was unavailable (see each run's eval.json)."]
+        if res["comparisons"]:
+            lines += ["", f"### Paired differences ({target} − baseline)", "",
+                      "| metric | baseline | mean diff | 95% CI | seeds | verdict | why |", "|---|---|---|---|---|---|---|"]
+            for c in res["comparisons"]:
+                lines.append(f"| {c['metric']} | {c['baseline']} | {_f(c['mean_diff'])} | [{_f(c['ci_low'])}, "
+                             f"{_f(c['ci_high'])}] | {len(c['seeds'])} | **{c['verdict']}** | {c['why']} |")
+        for metric, curves in res["convergence"].items():
+            png = plot_convergence(curves, metric, suite_dir / f"convergence_{modality}_{metric}.png")
+            if png:
+                lines += ["", f"![{metric} vs step ({modality})]({png.name})"]
+        if res["cost"]:
+            keys = ["train_samples_per_s", "train_wall_s", "wall_s", "peak_rss_mb", "peak_gpu_mem_mb"]
+            keys = [k for k in keys if any(k in c for c in res["cost"].values())]
+            lines += ["", "### Training cost", "",
+                      "train_samples_per_s: median over log intervals without an evaluation; train_wall_s: "
+                      "training loop incl. periodic evals and checkpoints; wall_s: the whole run incl. final "
+                      "sampling, evaluation and report; peak_rss_mb: process resident memory during the run "
+                      "(includes what earlier cells of the same process loaded).", "",
+                      "| method | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+            for v, c in res["cost"].items():
+                lines.append(f"| {v} | " + " | ".join(_pm(c[k]) if k in c else "n/a" for k in keys) + " |")
+        lines += ["", "### Samples (seed with the lowest number, EMA model)", ""]
+        for v, dirs in res["runs"].items():
+            pngs = sorted(Path(dirs[0]).glob("samples/final_*.png")) if dirs else []
+            links = " ".join(f"![{v}]({os.path.relpath(p, suite_dir)})" for p in pngs[:1])
+            lines.append(f"- **{v}** ({os.path.relpath(dirs[0], suite_dir)}): {links or 'no sample PNG'}")
+        paper = PAPER.get(modality)
+        if paper:
+            lines += ["", f"### The paper's numbers (not ours): {paper['source']}", "",
+                      "At the paper's scale (hundreds of millions of parameters, 10^5-10^6 steps, other data and "
+                      "networks); only the ordering is comparable with the table above, never the values.", "",
+                      "| paper row | " + " | ".join(paper["metrics"]) + " |", "|---|" + "---|" * len(paper["metrics"])]
+            for _, (label, vals) in paper["rows"].items():
+                lines.append(f"| {label} | " + " | ".join(str(x) for x in vals) + " |")
+    lines += ["", "Per-run details: each run directory's report.md, eval.json (protocol of every number), "
+              "metrics.jsonl. All statistics: aggregate.json.", ""]
+    path = suite_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
