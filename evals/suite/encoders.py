@@ -102,6 +102,9 @@ class InceptionTokenEncoder(nn.Module):
         # A private copy: the evaluator's cached instance may live on another device.
         self.net = type(net)()
         self.net.load_state_dict(net.state_dict())
+        for m in self.net.modules():  # fold the frozen batch norms into the convs where supported (faster)
+            if hasattr(m, "fuse"):
+                m.fuse()
         self.net.requires_grad_(False).eval()
         self.layer, self.input_size = layer, int(input_size)
         self.patch = tuple(patch) if patch is not None else None

@@ -46,3 +46,20 @@ def test_quick_budget_grid_is_three_methods_per_modality_and_seed():
     grid = cells(load_budget("quick"), modalities=["image"])
     assert [c.key for c in grid] == ["image/fm/seed0", "image/repa/seed0", "image/selfflow/seed0"]
     assert all("run_dir=" not in o for c in grid for o in c.overrides)
+
+
+def test_inception_encoder_with_one_token_at_mixed_10_is_the_fid_feature():
+    """The adapter runs the metric's own network: one token at mixed_10 = FID's pool3 feature."""
+    if not weights.available("inception"):
+        pytest.skip("TF-2015 Inception weights absent; run `python -m evals.weights fetch`")
+    import torch
+
+    from evals.inception import load_inception
+    from evals.suite.encoders import InceptionTokenEncoder
+
+    enc = InceptionTokenEncoder(in_dim=12, layer="mixed_10", input_size=299)
+    raw = torch.rand(2, 3, 32, 32) * 2 - 1
+    z = enc(torch.zeros(2, 1, 12), raw)
+    ref = load_inception()[0]((raw + 1) * 127.5)["pool3"]
+    assert torch.allclose(z[:, 0], ref, atol=1e-4)
+    assert enc(torch.zeros(2, 4, 12), raw).shape == (2, 4, 2048)  # 2x2 token grid
