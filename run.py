@@ -30,7 +30,7 @@ from core.transformer import SiT
 
 log = logging.getLogger("run")
 
-TASKS = ("train",)
+TASKS = ("train", "train_tokenizer")
 
 
 class ConfigError(ValueError):
@@ -140,10 +140,38 @@ def make_eval_hook(cfg: DictConfig, sampler_cfg: SamplerConfig, dataset):
             metrics = None if cfg.eval.metrics == "auto" else list(cfg.eval.metrics)
             results = evaluate(modality=cfg.modality.name, fake=fake, real=getattr(dataset, "root", None),
                                metrics=metrics, protocol=protocol, cache_dir=Path(cfg.cache_dir).expanduser())
+            results += modality_metrics(cfg, fake, dataset, protocol)
         trainer.eval_results = results
         return {r["metric"]: r["value"] for r in results if isinstance(r.get("value"), (int, float))}
 
     return hook
+
+
+def modality_metrics(cfg: DictConfig, fake, dataset, protocol: dict) -> list[dict]:
+    """Network-free metrics a modality names under ``modality.metrics`` (e.g. video motion).
+
+    Each is ``callable(fake, dataset) -> dict``; its first value is the headline, the rest are
+    kept as the result's details.
+    """
+    results = []
+    for name, node in (cfg.modality.get("metrics") or {}).items():
+        values = instantiate(node)(fake, dataset)
+        headline = next(iter(values))
+        results.append({"metric": f"{name}_{headline}", "value": values[headline], "details": values,
+                        "extractor": "none (network-free)", **protocol})
+    return results
+
+
+def train_tokenizer(cfg: DictConfig) -> dict:
+    """``task=train_tokenizer``: train the modality's learned tokenizer (e.g. the mel autoencoder)."""
+    node = cfg.modality.get("tokenizer_training")
+    if node is None:
+        raise ConfigError(f"task=train_tokenizer: modality={cfg.modality.name} has no learned tokenizer "
+                          "(no modality.tokenizer_training section); try modality=audio")
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(HydraConfig.get().runtime.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return get_object(node._target_)(cfg, run_dir)
 
 
 def main(cfg: DictConfig) -> dict:
@@ -151,6 +179,9 @@ def main(cfg: DictConfig) -> dict:
 
     Under ``torchrun`` every rank runs this; rank 0 alone writes files and evaluates.
     """
+    validate(cfg)
+    if cfg.task == "train_tokenizer":
+        return train_tokenizer(cfg)
     info = dist_utils.init_distributed(cfg.train.get("dist_backend", "auto"))
     run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(HydraConfig.get().runtime.output_dir)
     run_dir = Path(dist_utils.broadcast_object(str(run_dir)))  # ranks may have started at different seconds
@@ -159,6 +190,10 @@ def main(cfg: DictConfig) -> dict:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     torch.manual_seed(int(cfg.seed))
     parts = build(cfg)
+    declared = cfg.modality.get("num_classes")
+    if declared is not None and declared != parts["dataset"].num_classes:
+        raise ConfigError(f"modality.num_classes={declared} but the dataset has {parts['dataset'].num_classes} "
+                          f"classes; fix modality.num_classes")
     train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True))
     sampler_cfg = sampler_config(cfg)
     parts["tokenizer"].fit(parts["dataset"])

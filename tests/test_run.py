@@ -124,3 +124,17 @@ def test_slurm_launcher_config_composes(compose):
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.nodes == 2
     assert launcher.tasks_per_node == launcher.gpus_per_node == 8
+
+
+def test_train_tokenizer_needs_a_learned_tokenizer(compose, tmp_path):
+    with pytest.raises(run.ConfigError, match="modality=image has no learned tokenizer"):
+        run.main(compose(SMALL + ["task=train_tokenizer", f"run_dir={tmp_path}"]))
+
+
+@pytest.mark.slow
+def test_train_tokenizer_task_for_audio(compose, tmp_path):
+    cfg = compose(["modality=audio", "task=train_tokenizer", "modality.tokenizer_training.steps=3",
+                   "modality.dataset.clips_per_class=4", "modality.tokenizer.fit_max_items=16", f"run_dir={tmp_path}"])
+    run.main(cfg)
+    assert (tmp_path / "config.yaml").exists()
+    assert list(tmp_path.rglob("*.pt")), "the tokenizer job wrote no checkpoint"
