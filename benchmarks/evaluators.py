@@ -1,6 +1,7 @@
 """Evaluator benchmark: Frechet distance (ours vs the scipy sqrtm route), Inception and aiSFX speed.
 
-    python benchmarks/evaluators.py [--dim 2048] [--n 4096] [--images 32] [--audio-seconds 30] [--json out.json]
+    python benchmarks/evaluators.py [--dim 2048] [--n 4096] [--repeat 1] [--images 32] [--audio-seconds 30]
+                                    [--json out.json]      (--images 0 / --audio-seconds 0 skip a part)
 
 1. One D-dimensional Frechet distance between two full-rank covariances (N > D samples each):
    ours (two symmetric eigendecompositions, evals/frechet.py) against the route ADM / pytorch-fid /
@@ -52,18 +53,19 @@ def timed(fn, repeat: int = 1):
     return out, best
 
 
-def bench_frechet(dim: int, n: int, n_small: int) -> dict:
+def bench_frechet(dim: int, n: int, n_small: int, repeat: int = 1) -> dict:
     rng = np.random.default_rng(0)
     # correlated, non-isotropic features, like network activations
     mix = rng.standard_normal((dim, dim)) / np.sqrt(dim)
     x = rng.standard_normal((n, dim)) @ mix + 0.1
     y = (rng.standard_normal((n, dim)) * 1.1) @ mix
     a, b = Stats(*_ms(x)), Stats(*_ms(y))
-    ours, t_ours = timed(lambda: frechet_distance(a, b))
-    ref, t_ref = timed(lambda: fd_sqrtm(a, b))
+    # interleaved best-of-`repeat`, so that load from other processes hits both routes alike
+    ours, t_ours = timed(lambda: frechet_distance(a, b), repeat)
+    ref, t_ref = timed(lambda: fd_sqrtm(a, b), repeat)
     small = compute_stats(y[:n_small])
-    low, t_low = timed(lambda: frechet_distance(a, small))
-    low_ref, t_low_ref = timed(lambda: fd_sqrtm(a, Stats(small.mu, small.sigma, small.n)))
+    low, t_low = timed(lambda: frechet_distance(a, small), repeat)
+    low_ref, t_low_ref = timed(lambda: fd_sqrtm(a, Stats(small.mu, small.sigma, small.n)), repeat)
     return {"dim": dim, "n": n, "fd_ours": ours, "fd_sqrtm": ref, "t_ours_s": t_ours, "t_sqrtm_s": t_ref,
             "speedup": t_ref / t_ours, "rel_diff": abs(ours - ref) / abs(ref),
             "low_rank": {"n_small": n_small, "fd_ours": low, "fd_sqrtm": low_ref, "t_ours_s": t_low,
@@ -109,18 +111,21 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--audio-seconds", type=float, default=30.0)
+    ap.add_argument("--repeat", type=int, default=1, help="best of R timings for the Frechet routes")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     out = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                        "scipy": scipy.__version__, "torch_threads": torch.get_num_threads(),
                        "cpu": platform.processor() or platform.machine()}}
-    out["frechet"] = f = bench_frechet(a.dim, a.n, a.n_small)
+    out["frechet"] = f = bench_frechet(a.dim, a.n, a.n_small, a.repeat)
     print(f"Frechet {f['dim']}-d (N={f['n']} per side): ours {f['t_ours_s']:.2f} s, sqrtm {f['t_sqrtm_s']:.2f} s, "
           f"speed-up {f['speedup']:.1f}x, rel. diff {f['rel_diff']:.1e} (FD {f['fd_ours']:.6f})")
     lr = f["low_rank"]
     print(f"  low-rank side (N={lr['n_small']}): ours {lr['t_ours_s']:.3f} s, sqrtm {lr['t_sqrtm_s']:.2f} s, "
           f"speed-up {lr['speedup']:.0f}x, rel. diff {lr['rel_diff']:.1e}")
     for key, fn, args in [("inception", bench_inception, (a.images, a.batch)), ("aisfx", bench_aisfx, (a.audio_seconds,))]:
+        if not args[0]:
+            continue
         try:
             out[key] = r = fn(*args)
         except MissingWeightsError as e:
