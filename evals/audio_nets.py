@@ -61,6 +61,25 @@ class AisfxNet(nn.Module):
         return x.mean(3).amax(2)
 
 
+def mel_filterbank_htk_l1(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """(n_mels, 1 + n_fft // 2) triangular filters on the HTK mel scale, each summing to 1.
+
+    The filterbank aiSFX computes with ``librosa.filters.mel(htk=True, norm=1.0)``: mel points
+    equally spaced on 2595 log10(1 + f / 700), triangles between neighbours evaluated at the FFT
+    bin centre frequencies, then L1-normalised. Written out so that evals needs no librosa;
+    tests/evals/test_audio_fd.py checks it against librosa where that is installed.
+    """
+    bins = np.linspace(0.0, sr / 2.0, 1 + n_fft // 2)
+    to_mel = lambda f: 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)  # noqa: E731
+    to_hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
+    edges = to_hz(np.linspace(to_mel(fmin), to_mel(fmax), n_mels + 2))
+    width = np.diff(edges)
+    ramps = edges[:, None] - bins[None, :]
+    w = np.maximum(0.0, np.minimum(-ramps[:-2] / width[:-1, None], ramps[2:] / width[1:, None]))
+    w /= np.maximum(w.sum(1, keepdims=True), 1e-300)
+    return w.astype(np.float32)
+
+
 _MEL44 = None
 
 
@@ -68,10 +87,7 @@ def aisfx_logmel(x: np.ndarray) -> np.ndarray:
     """Mono 44.1 kHz waveform (T,) -> (frames, 96) float32 log-mel, time first."""
     global _MEL44
     if _MEL44 is None:
-        import librosa
-
-        _MEL44 = torch.from_numpy(librosa.filters.mel(sr=AISFX_SR, n_fft=2048, n_mels=96, fmin=0.0, fmax=22050.0,
-                                                      htk=True, norm=1.0).astype(np.float32))
+        _MEL44 = torch.from_numpy(mel_filterbank_htk_l1(AISFX_SR, 2048, 96, 0.0, 22050.0))
     peak = float(np.abs(x).max()) if x.size else 0.0
     y = torch.from_numpy((x / max(peak, 1e-9)).astype(np.float32))
     spec = torch.stft(y, 2048, 1024, 2048, torch.hann_window(2048), center=True, pad_mode="constant",

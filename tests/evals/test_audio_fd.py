@@ -149,3 +149,11 @@ def test_missing_audio_weights_give_documented_error(tmp_path, monkeypatch):
         fad.OfflineAudioExtractor("fd_aisfx")
     rec = evaluate("audio", sines([440], 1.0), tmp_path, ["fd_aisfx"], {"nfe": 2}, sample_rate=SR)[0]
     assert rec["available"] is False and "SELFFLOW_WEIGHTS_AISFX" in rec["reason"] and rec["nfe"] == 2
+
+
+def test_mel_filterbank_matches_librosa():
+    librosa = pytest.importorskip("librosa")
+    ours = audio_nets.mel_filterbank_htk_l1(44100, 2048, 96, 0.0, 22050.0)
+    ref = librosa.filters.mel(sr=44100, n_fft=2048, n_mels=96, fmin=0.0, fmax=22050.0, htk=True, norm=1.0)
+    assert ours.shape == (96, 1025)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
