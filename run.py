@@ -229,6 +229,10 @@ def main(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def cli(cfg: DictConfig) -> None:
+    if cfg.get("benchmark") is not None:  # `python run.py benchmark=standard`: the cross-method suite
+        from evals.suite.__main__ import main as suite_main  # noqa: PLC0415 -- only for this task
+
+        raise SystemExit(suite_main(["--budget", str(cfg.benchmark.name)]))
     try:
         main(cfg)
     except (ConfigError, InstantiationException) as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import signal
 import time
 from collections import defaultdict
@@ -314,6 +315,7 @@ class Trainer:
         previous = signal.signal(signal.SIGTERM, self._on_signal) if _main_thread() else None
         sums: dict[str, float] = defaultdict(float)
         count, t_log, t_start, steps_done = 0, time.perf_counter(), time.perf_counter(), 0
+        hook_s = eval_total = 0.0  # time in sampling/eval hooks: not training time
         self.model.train()
         self.objective.train()
         bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not self.cfg.progress, mininterval=2.0,
@@ -333,23 +335,27 @@ class Trainer:
                 if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
                     now = time.perf_counter()
                     record = dist_utils.all_reduce_mean({k: v / max(count, 1) for k, v in sums.items()}, self.device)
-                    elapsed = now - t_log
+                    elapsed = max(now - t_log - hook_s, 1e-9)  # training time only: evals excluded
                     n_steps = self.cfg.log_every if self.step % self.cfg.log_every == 0 else self.step % self.cfg.log_every
                     record.update(step=self.step, lr=self.scheduler.get_last_lr()[0], world_size=self.dist.world_size,
                                   steps_per_s=n_steps / elapsed, samples_per_s=n_steps * self.cfg.batch_size / elapsed,
                                   nonfinite_total=self.nonfinite_total, time_s=now - t_start)
+                    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
                     if self.device.type == "cuda":
                         record["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
                     self.log_metrics(record)
                     bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
                     sums.clear()
-                    count, t_log = 0, now
+                    count, t_log, hook_s = 0, now, 0.0
                 if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0:
                     self.save()
+                t_hook = time.perf_counter()
                 if self.cfg.sample_every and self.step % self.cfg.sample_every == 0:
                     self.write_samples(f"step_{self.step:08d}")
                 if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.step < self.cfg.steps:
                     self.run_hooks()
+                hook_s += time.perf_counter() - t_hook
+                eval_total += time.perf_counter() - t_hook
                 if self._stop_requested():
                     path = self.save()
                     log.warning("signal %d received: saved %s at step %d and stopped", self._stop_signal, path, self.step)
@@ -361,8 +367,9 @@ class Trainer:
         if self._saved_step != self.step:  # rank-independent: never ask the filesystem
             self.save()
         wall = time.perf_counter() - t_start
-        return {"steps": self.step, "steps_this_run": steps_done, "wall_s": wall,
-                "samples_per_s": steps_done * self.cfg.batch_size / wall if wall > 0 else float("nan")}
+        train_s = wall - eval_total
+        return {"steps": self.step, "steps_this_run": steps_done, "wall_s": wall, "eval_s": eval_total,
+                "samples_per_s": steps_done * self.cfg.batch_size / train_s if train_s > 0 else float("nan")}
 
     def _stop_requested(self) -> bool:
         """A SIGTERM seen by any rank stops all of them at the same step."""

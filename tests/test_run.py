@@ -138,3 +138,9 @@ def test_train_tokenizer_task_for_audio(compose, tmp_path):
     run.main(cfg)
     assert (tmp_path / "config.yaml").exists()
     assert list(tmp_path.rglob("*.pt")), "the tokenizer job wrote no checkpoint"
+
+
+def test_benchmark_group_selects_a_suite_budget(compose):
+    assert compose([]).get("benchmark") is None
+    cfg = compose(["benchmark=standard"])
+    assert cfg.benchmark.name == "standard" and set(cfg.benchmark.variants) >= {"fm", "repa", "selfflow"}
