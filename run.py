@@ -139,7 +139,10 @@ def make_eval_hook(cfg: DictConfig, sampler_cfg: SamplerConfig, dataset):
             protocol["nfe"] = nfe
             metrics = None if cfg.eval.metrics == "auto" else list(cfg.eval.metrics)
             results = evaluate(modality=cfg.modality.name, fake=fake, real=getattr(dataset, "root", None),
-                               metrics=metrics, protocol=protocol, cache_dir=Path(cfg.cache_dir).expanduser())
+                               metrics=metrics, protocol=protocol, cache_dir=Path(cfg.cache_dir).expanduser(),
+                               sample_rate=OmegaConf.select(cfg, "modality.dataset.sample_rate"),
+                               device=str(trainer.device), limit_real=cfg.eval.get("limit_real"),
+                               batch_size=int(cfg.eval.get("batch_size", 50)))
             results += modality_metrics(cfg, fake, dataset, protocol)
         trainer.eval_results = results
         return {r["metric"]: r["value"] for r in results if isinstance(r.get("value"), (int, float))}

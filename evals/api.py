@@ -71,7 +71,8 @@ def evaluate(modality: str, fake, real, metrics, protocol: dict | None = None, c
     real: None, a missing path or a folder without media gives "unavailable" records (the run
     has no reference set) rather than an exception, unless ``strict``.
     sample_rate (audio): rate of ``fake`` waveforms; ``protocol["sample_rate"]`` is used if absent.
-    limit_real: score only the first N reference items (sorted file order), for CPU runs.
+    limit_real: score at most N reference items, evenly spaced over the sorted files (every class
+        is represented), for CPU runs.
     protocol: caller facts recorded with every number (sampler, nfe, cfg_scale, checkpoint, step,
     seed, method, anything else). cache_dir: where reference statistics are cached by content hash
     (default ``~/.cache/selfflow-lab/stats``). extractors: injected networks for tests, e.g.

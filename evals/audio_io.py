@@ -14,6 +14,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .provenance import subset
+
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 RESAMPLER = "torchaudio.functional.resample(sinc_interp_hann, lowpass_filter_width=6, rolloff=0.99)"
 
@@ -57,11 +59,11 @@ def iter_clips(source, sample_rate: int | None, target_sr: int, limit: int | Non
             x = x.mean(1)
         if x.ndim != 2:
             raise ValueError(f"waveforms must be (N, samples) or (N, channels, samples), got {x.shape}")
-        for clip in (x[:limit] if limit else x):
+        for clip in subset(x, limit):
             yield resample(clip.astype(np.float32), sample_rate, target_sr)
         return
     files = list_audio_files(source)
-    for f in files[:limit] if limit else files:
+    for f in subset(files, limit):
         try:
             x, sr = read_audio(f)
         except Exception as e:  # corrupt file: skip, count, report

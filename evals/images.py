@@ -17,6 +17,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .provenance import subset
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
@@ -84,14 +86,13 @@ def iter_images(source, batch_size: int = 50, limit: int | None = None,
         yield from source
         return
     if isinstance(source, (torch.Tensor, np.ndarray)):
-        arr = quantize(source)
-        arr = arr[:limit] if limit else arr
+        arr = subset(quantize(source), limit)
         for i in range(0, len(arr), batch_size):
             yield arr[i:i + batch_size]
         return
     p = Path(source)
     if p.is_dir():
-        files = list_image_files(p)[:limit] if limit else list_image_files(p)
+        files = subset(list_image_files(p), limit)
         batch = []
         for f in files:
             try:
@@ -115,7 +116,7 @@ def iter_images(source, batch_size: int = 50, limit: int | None = None,
             arr = f["arr_0"]
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
             raise ValueError(f"{p}: arr_0 must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
-        arr = arr[:limit] if limit else arr
+        arr = subset(arr, limit)
         for i in range(0, len(arr), batch_size):
             yield arr[i:i + batch_size]
         return

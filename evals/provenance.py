@@ -20,6 +20,19 @@ from pathlib import Path
 PROTOCOL_FIELDS = ("sampler", "nfe", "cfg_scale", "checkpoint", "step", "seed", "method")
 
 
+def subset(items, limit: int | None):
+    """At most ``limit`` items, evenly spaced over the whole (sorted) sequence.
+
+    Not the first ``limit``: a class-per-folder tree is sorted by class, so a prefix would be a
+    reference set of one or two classes and bias every Frechet distance computed against it.
+    """
+    if not limit or limit >= len(items):
+        return items
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)] if isinstance(items, list) else items[
+        [int(i * step) for i in range(limit)]]
+
+
 def _protocol_part(protocol: dict | None) -> dict:
     protocol = dict(protocol or {})
     out = {k: protocol.pop(k, None) for k in PROTOCOL_FIELDS}

@@ -13,6 +13,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .provenance import subset
+
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
 
 
@@ -64,14 +66,14 @@ def iter_videos(source, limit: int | None = None, skips=None, max_frames: int | 
     """Yield uint8 (T, H, W, 3) clips from a tensor/array or a folder of video files."""
     if isinstance(source, (torch.Tensor, np.ndarray)):
         arr = quantize_videos(source)
-        yield from (arr[:limit] if limit else arr)
+        yield from subset(arr, limit)
         return
     root = Path(source)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS and p.is_file())
     if not files:
         raise FileNotFoundError(f"{root}: no video files ({', '.join(sorted(VIDEO_EXTS))}) found")
     n = 0
-    for f in files:
+    for f in subset(files, limit):
         if limit and n >= limit:
             return
         try:
