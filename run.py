@@ -30,7 +30,7 @@ from core.transformer import SiT
 
 log = logging.getLogger("run")
 
-TASKS = ("train", "train_tokenizer")
+TASKS = ("train", "train_tokenizer", "sample")
 
 
 class ConfigError(ValueError):
@@ -177,6 +177,47 @@ def train_tokenizer(cfg: DictConfig) -> dict:
     return get_object(node._target_)(cfg, run_dir)
 
 
+def sample_task(cfg: DictConfig) -> dict:
+    """``task=sample``: N samples from a checkpoint (ours or a published layout) into an ADM npz, resumably.
+
+    Every rank runs this under torchrun; batches are sharded round-robin and rank 0 merges them.
+    """
+    from core.convert import load_pretrained  # noqa: PLC0415
+    from core.sample_job import run_sampling  # noqa: PLC0415
+
+    ck, s = cfg.get("checkpoint"), cfg.sample
+    _require(ck is not None and bool(ck.get("path")),
+             "checkpoint.path is missing: task=sample needs checkpoint.path=<.pt file or run dir> and "
+             "checkpoint.layout=selfflow|repa|sit|ours (or +experiment=selfflow_imagenet256|repa_sit_xl2|sit_xl2)")
+    _require(s.get("autocast") in (None, "bf16", "fp16"), f"sample.autocast={s.get('autocast')!r}: must be null, bf16 or fp16")
+    info = dist_utils.init_distributed(cfg.train.get("dist_backend", "auto"))
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(HydraConfig.get().runtime.output_dir)
+    out_dir = Path(dist_utils.broadcast_object(str(s.get("out_dir") or run_dir)))
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    use_cuda = torch.cuda.is_available() and cfg.train.get("device", "auto") in ("auto", "cuda")
+    device = torch.device(f"cuda:{info.local_rank}" if use_cuda else "cpu")
+    model, conv = load_pretrained(ck.path, ck.get("layout", "ours"), prefer=ck.get("prefer", "ema"),
+                                  strict=bool(ck.get("strict", True)), patch_size=int(cfg.model.patch_size),
+                                  pos_axes=list(cfg.modality.pos_axes), num_heads=int(cfg.model.num_heads))
+    tokenizer = instantiate(cfg.modality.tokenizer)
+    if conv.tokenizer_state is not None:  # our checkpoints carry fitted tokenizer buffers
+        tokenizer.load_state_dict(conv.tokenizer_state)
+    model, tokenizer = model.to(device), tokenizer.to(device).eval()
+    autocast = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}[s.get("autocast")]
+    summary = run_sampling(
+        model, tokenizer.decode, tokenizer.coords(), sampler_config(cfg), int(s.num_samples),
+        int(s.get("batch_size", 64)), int(s.seed), out_dir, class_mode=s.get("class_mode", "random"),
+        quantize_mode=s.get("quantize", "round"), save_png=bool(s.get("save_png", False)), autocast_dtype=autocast,
+        protocol={"checkpoint": conv.summary(), "model": cfg.model.name, "modality": cfg.modality.name,
+                  "commit": git_commit()})
+    if info.is_main:
+        log.info("samples: %s (%d batches generated, %d reused)", summary["npz"], summary["generated_batches"],
+                 summary["skipped_batches"])
+    return {**summary, "run_dir": str(out_dir)}
+
+
 def main(cfg: DictConfig) -> dict:
     """Train, sample with the EMA model, evaluate, and write the report. Returns a summary.
 
@@ -185,6 +226,8 @@ def main(cfg: DictConfig) -> dict:
     validate(cfg)
     if cfg.task == "train_tokenizer":
         return train_tokenizer(cfg)
+    if cfg.task == "sample":
+        return sample_task(cfg)
     info = dist_utils.init_distributed(cfg.train.get("dist_backend", "auto"))
     run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(HydraConfig.get().runtime.output_dir)
     run_dir = Path(dist_utils.broadcast_object(str(run_dir)))  # ranks may have started at different seconds

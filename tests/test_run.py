@@ -144,3 +144,34 @@ def test_benchmark_group_selects_a_suite_budget(compose):
     assert compose([]).get("benchmark") is None
     cfg = compose(["benchmark=standard"])
     assert cfg.benchmark.name == "standard" and set(cfg.benchmark.variants) >= {"fm", "repa", "selfflow"}
+
+
+@pytest.mark.slow
+def test_sample_task_from_our_checkpoint_is_resumable(compose, tmp_path):
+    import numpy as np
+
+    run.main(compose(SMALL + [f"run_dir={tmp_path / 'train'}"]))
+    args = SMALL + ["task=sample", f"checkpoint.path={tmp_path / 'train'}", "sample.num_samples=5",
+                    "+sample.batch_size=2", f"run_dir={tmp_path / 'samples'}"]
+    first = run.main(compose(args))
+    arr = np.load(first["npz"])["arr_0"]
+    assert arr.shape == (5, 32, 32, 3) and arr.dtype == np.uint8
+    again = run.main(compose(args))
+    assert again["skipped_batches"] == 3 and again["generated_batches"] == 0
+    assert np.array_equal(np.load(again["npz"])["arr_0"], arr)
+
+
+def test_sample_task_without_a_checkpoint_names_the_key(compose, tmp_path):
+    with pytest.raises(run.ConfigError, match="checkpoint.path is missing"):
+        run.main(compose(SMALL + ["task=sample", f"run_dir={tmp_path}"]))
+
+
+@pytest.mark.parametrize("name", ["selfflow_imagenet256", "repa_sit_xl2", "sit_xl2"])
+def test_experiment_configs_compose_with_the_paper_protocol(compose, name):
+    cfg = compose([f"+experiment={name}"])
+    assert cfg.model.hidden_size == 1152 and cfg.model.depth == 28
+    assert cfg.sample.method == "sde" and cfg.sample.num_steps == 250
+    if name == "repa_sit_xl2":
+        assert cfg.sample.cfg_scale == 1.8 and cfg.sample.guidance_high == 0.7
+    else:
+        assert cfg.sample.cfg_scale == 1.0
