@@ -198,6 +198,22 @@ def _read_label_file(root: Path, label_file: Path) -> list[tuple[Path, str]]:
     return pairs
 
 
+def load_or_next(index: int, items: list, broken: set, load: Callable[[int], object], skipped: SkipLog,
+                 root, kind: str):
+    """``load(index)``, or -- when that file breaks only now (it passed the probe) -- the next good
+    item, so the batch stays full and training goes on; the bad file is skipped and counted."""
+    for k in range(len(items)):
+        j = (index + k) % len(items)
+        if j in broken:
+            continue
+        try:
+            return load(j)
+        except MediaError as e:
+            broken.add(j)
+            skipped.add(items[j][0], e.detail)
+    raise RuntimeError(f"{root}: every {kind} file failed to load.\n{skipped.summary()}")
+
+
 def require_nonempty(items: list, root: str | os.PathLike, skipped: SkipLog, kind: str) -> None:
     """An empty dataset is an error before training starts, listing why files were dropped."""
     if not items:

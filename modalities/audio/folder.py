@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from modalities.audio.io import AUDIO_EXTENSIONS, probe, read_audio
-from modalities.media_common import MediaError, SkipLog, require_nonempty, scan_labelled_files
+from modalities.media_common import MediaError, SkipLog, load_or_next, require_nonempty, scan_labelled_files
 
 log = logging.getLogger(__name__)
 CROPS = ("random", "center", "start")
@@ -108,17 +108,7 @@ class AudioFolderDataset(Dataset):
         return crop_or_pad(wave, self.num_samples, self.crop).contiguous(), label
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        # A file that breaks only now is skipped: return the next good item, training goes on.
-        for k in range(len(self.items)):
-            j = (index + k) % len(self.items)
-            if j in self._broken:
-                continue
-            try:
-                return self.load(j)
-            except MediaError as e:
-                self._broken.add(j)
-                self.skipped.add(self.items[j][0], e.detail)
-        raise RuntimeError(f"{self.root}: every audio file failed to load.\n{self.skipped.summary()}")
+        return load_or_next(index, self.items, self._broken, self.load, self.skipped, self.root, "audio")
 
 
 def _probe(path: Path):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from modalities.media_common import MediaError, SkipLog, require_nonempty, scan_labelled_files
+from modalities.media_common import MediaError, SkipLog, load_or_next, require_nonempty, scan_labelled_files
 from modalities.video.io import VIDEO_EXTENSIONS, probe, read_frames
 
 log = logging.getLogger(__name__)
@@ -139,15 +139,4 @@ class VideoFolderDataset(Dataset):
         return resize_crop(clip, self.size), label
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        # A file that breaks only now (probe passed) is skipped: we return the next good
-        # item so the batch stays full and training goes on.
-        for k in range(len(self.items)):
-            j = (index + k) % len(self.items)
-            if j in self._broken:
-                continue
-            try:
-                return self.load(j)
-            except MediaError as e:
-                self._broken.add(j)
-                self.skipped.add(self.items[j][0], e.detail)
-        raise RuntimeError(f"{self.root}: every video failed to decode.\n{self.skipped.summary()}")
+        return load_or_next(index, self.items, self._broken, self.load, self.skipped, self.root, "video")
