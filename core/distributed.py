@@ -108,6 +108,49 @@ def gather_objects(obj):
     return out
 
 
+def shard_fsdp2(root: torch.nn.Module, blocks) -> None:
+    """FSDP2: shard each transformer block, then the root (embedders, final layer, heads)."""
+    from torch.distributed.fsdp import fully_shard  # noqa: PLC0415
+
+    for block in blocks:
+        fully_shard(block)
+    # The root reshards after forward too: the EMA teacher runs forward-only (no backward would
+    # reshard it), and its EMA update needs sharded parameters on both sides.
+    fully_shard(root, reshard_after_forward=True)
+
+
+def _options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions  # noqa: PLC0415
+
+    # Full (unsharded) tensors on CPU, rank 0 only: a checkpoint loads with or without FSDP.
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_model_state(module: torch.nn.Module) -> dict:
+    """Collective: every rank calls it; rank 0 receives the full state dict."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict  # noqa: PLC0415
+
+    return get_model_state_dict(module, options=_options())
+
+
+def load_full_model_state(module: torch.nn.Module, state: dict, strict: bool = True) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict  # noqa: PLC0415
+
+    set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True, strict=strict))
+
+
+def full_optimizer_state(module: torch.nn.Module, optimizer) -> dict:
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict  # noqa: PLC0415
+
+    return get_optimizer_state_dict(module, optimizer, options=_options())
+
+
+def load_full_optimizer_state(module: torch.nn.Module, optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict  # noqa: PLC0415
+
+    set_optimizer_state_dict(module, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
 class BatchRandom:
     """Random draws for the local shard of a global batch.
 

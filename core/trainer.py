@@ -63,6 +63,7 @@ class TrainConfig:
     tf32: bool = True
     device: str = "auto"
     dist_backend: str = "auto"
+    fsdp: bool = False
     resume: str | None = None
     progress: bool = True
 
@@ -178,10 +179,18 @@ class Trainer:
         self.tokenizer.to(self.device)
         self.ema = EMA(self.model, self.cfg.ema_decay, self.cfg.ema_warmup)
         self.train_module: nn.Module = TrainModule(self.model, self.objective)
-        self.params = [p for p in self.train_module.parameters() if p.requires_grad]
-        if self.dist.enabled:
-            # Same parameters everywhere (DDP broadcasts rank 0's), same noise as one process would draw.
+        self.fsdp = self.cfg.fsdp and self.dist.enabled
+        if self.cfg.fsdp and not self.dist.enabled:
+            log.warning("train.fsdp=true needs torch.distributed (launch with torchrun); training unsharded")
+        if self.dist.enabled:  # same noise as one process would draw over the global batch
             self.objective.rng = BatchRandom(self.dist.rank, self.dist.world_size)
+        if self.fsdp:
+            # The EMA copy is sharded the same way: its update stays shard-local, and as the teacher
+            # it gathers one block at a time like the student.
+            dist_utils.shard_fsdp2(self.train_module, self.model.blocks)
+            dist_utils.shard_fsdp2(self.ema.model, self.ema.model.blocks)
+        self.params = [p for p in self.train_module.parameters() if p.requires_grad]  # after sharding: DTensors
+        if self.dist.enabled and not self.fsdp:  # DDP broadcasts rank 0's parameters
             self.train_module = torch.nn.parallel.DistributedDataParallel(
                 self.train_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = torch.optim.AdamW(
@@ -206,13 +215,44 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
+    def _weights_state(self) -> tuple[dict, dict, dict, dict]:
+        """(model, ema, objective heads, optimizer) states; under FSDP2 gathered to full tensors."""
+        if not self.fsdp:
+            return (self.model.state_dict(), self.ema.state_dict(), self.objective.trainable_state_dict(),
+                    self.optimizer.state_dict())
+        full = dist_utils.full_model_state(self.train_module)  # keys "model.*" and "objective.*"
+        heads = self.objective.trainable_state_dict().keys()
+        model = {k[len("model."):]: v for k, v in full.items() if k.startswith("model.")}
+        objective = {k[len("objective."):]: v for k, v in full.items() if k[len("objective."):] in heads}
+        ema = {"model": dist_utils.full_model_state(self.ema.model), "num_updates": self.ema.num_updates}
+        return model, ema, objective, dist_utils.full_optimizer_state(self.train_module, self.optimizer)
+
+    def _load_weights_state(self, state: dict) -> None:
+        if state.get("optimizer_format", "torch") != ("fsdp_full" if self.fsdp else "torch"):
+            raise ValueError(f"checkpoint optimizer state is {state.get('optimizer_format', 'torch')!r}; resume with "
+                             f"the same train.fsdp setting it was written with")
+        if not self.fsdp:
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.objective.load_trainable_state_dict(state["objective"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            return
+        full = {**{f"model.{k}": v for k, v in state["model"].items()},
+                **{f"objective.{k}": v for k, v in state["objective"].items()}}
+        dist_utils.load_full_model_state(self.train_module, full, strict=not self.objective.frozen_prefixes)
+        dist_utils.load_full_model_state(self.ema.model, state["ema"]["model"])
+        self.ema.num_updates = int(state["ema"]["num_updates"])
+        dist_utils.load_full_optimizer_state(self.train_module, self.optimizer, state["optimizer"])
+
     def state_dict(self) -> dict:
+        model, ema, objective, optimizer = self._weights_state()
         return {
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "objective": self.objective.trainable_state_dict(),
+            "model": model,
+            "ema": ema,
+            "objective": objective,
             "tokenizer": self.tokenizer.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
+            "optimizer_format": "fsdp_full" if self.fsdp else "torch",
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "data_position": list(divmod(self.step, len(self.dataset) // self.cfg.batch_size)),  # (epoch, batch)
@@ -223,7 +263,8 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Rank 0 writes the checkpoint; every rank waits for it to be complete."""
-        path = save_checkpoint(self.state_dict(), self.ckpt_dir, self.step, self.cfg.keep_last) if self.dist.is_main else None
+        state = self.state_dict() if (self.fsdp or self.dist.is_main) else None  # FSDP: a collective gather
+        path = save_checkpoint(state, self.ckpt_dir, self.step, self.cfg.keep_last) if self.dist.is_main else None
         dist_utils.barrier()
         self._saved_step = self.step
         return path
@@ -237,11 +278,8 @@ class Trainer:
             detail = ", ".join(f"{k}: checkpoint={theirs.get(k)!r} vs run={self.config_fingerprint.get(k)!r}" for k in mismatched)
             raise ValueError(f"checkpoint {path} was written by a different configuration ({detail}); "
                              f"resume with the same model/method/modality settings")
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.objective.load_trainable_state_dict(state["objective"])
+        self._load_weights_state(state)
         self.tokenizer.load_state_dict(state["tokenizer"])
-        self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.nonfinite_total = int(state["nonfinite_total"])
@@ -295,6 +333,8 @@ class Trainer:
         loss.backward()
         grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0
                      else torch.zeros(()))
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
+            grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -416,8 +456,10 @@ class Trainer:
         batch_size = batch_size or max(self.cfg.batch_size, 1)
         N, C = self.coords.shape[0], self.model.in_channels
         mine, nfe = {}, 0
+        # FSDP2 forwards are collectives: every rank must run every batch (no sharding).
+        ranks, rank = (1, 0) if self.fsdp else (self.dist.world_size, self.dist.rank)
         for i, start in enumerate(range(0, num_samples, batch_size)):
-            if i % self.dist.world_size != self.dist.rank:
+            if i % ranks != rank:
                 continue
             g = torch.Generator(device=self.device).manual_seed(seed * 1_000_003 + i)
             y = labels[start:start + batch_size].to(self.device)
@@ -425,8 +467,9 @@ class Trainer:
             with self._autocast():
                 x, nfe = sample(model, noise, y, self.coords, cfg, generator=g)
             mine[i] = self.tokenizer.decode(x.float()).cpu()
-        shards = {i: out for part in dist_utils.gather_objects(mine) for i, out in part.items()}
-        nfe = max(dist_utils.gather_objects(nfe))
+        parts = [mine] if self.fsdp else dist_utils.gather_objects(mine)
+        shards = {i: out for part in parts for i, out in part.items()}
+        nfe = nfe if self.fsdp else max(dist_utils.gather_objects(nfe))
         return torch.cat([shards[i] for i in sorted(shards)]), labels, nfe
 
     def write_samples(self, stem: str) -> dict[str, Path]:

@@ -92,7 +92,8 @@ def test_missing_user_folder_is_a_clear_error(compose, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_through_the_cli(tmp_path):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_torchrun_two_processes_through_the_cli(tmp_path, sharding):
     import os
     import socket
     import subprocess
@@ -102,7 +103,8 @@ def test_torchrun_two_processes_through_the_cli(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-           "run.py", *SMALL, "method=selfflow", f"run_dir={tmp_path}", "train.batch_size=8"]
+           "run.py", *SMALL, "method=selfflow", f"run_dir={tmp_path}", "train.batch_size=8",
+           f"train.fsdp={sharding == 'fsdp'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=run.Path(run.__file__).parent, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

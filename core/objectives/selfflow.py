@@ -116,9 +116,10 @@ class SelfFlowObjective(Objective):
             teacher_group, teacher_mask, tau_teacher = None, None, t_teacher
         with torch.no_grad():
             x_teacher = interpolate(x0, eps, tau_teacher)
-            _, t_feats = teacher.forward_features(x_teacher, t_teacher, y, coords, group=teacher_group,
-                                                  attn_mask=teacher_mask, features_at=(self.teacher_layer,),
-                                                  stop_after=self.teacher_layer)
+            # Called through __call__ (not forward_features) so FSDP2's gather hooks on the root run.
+            _, t_feats = teacher(x_teacher, t_teacher, y, coords, group=teacher_group, attn_mask=teacher_mask,
+                                 features_at=(self.teacher_layer,), stop_after=self.teacher_layer,
+                                 return_features=True)
         target = t_feats[self.teacher_layer].detach()  # (B, N, D)
         student = self.head(feats[self.student_layer])  # (B, N, D)
         cos = F.cosine_similarity(at_least_fp32(student), at_least_fp32(target), dim=-1)  # (B, N)
