@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import resource
 import signal
 import time
@@ -494,7 +493,3 @@ def read_metrics(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None

@@ -27,7 +27,6 @@ import logging
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 import torchaudio.transforms as AT
 from einops import rearrange
 from torch import Tensor

@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from modalities.image import (ImageFolderDataset, ImageGridWriter, PixelPatchTokenizer, ShapesDataset,
-                              generate_shapes, load_image, to_uint8)
+from modalities.image import (ImageFolderDataset, ImageGridWriter, PixelPatchTokenizer, ShapesDataset, load_image,
+                              to_uint8)
 
 
 @pytest.mark.parametrize("size,patch,channels", [(32, 4, 3), (32, 2, 4), (16, 8, 3)])
