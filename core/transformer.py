@@ -47,11 +47,17 @@ class Conditioning:
 
     rows: Tensor
     index: Tensor | None
+    two_levels: Tensor | None = None  # (B, N, 1) bool "token is at level 1", when rows are [t, s] pairs
 
     def gather(self, per_row: Tensor) -> Tensor:
         """``(K, M) -> (B, 1, M)`` (broadcast) or ``(B, N, M)`` (gathered)."""
         if self.index is None:
             return per_row.unsqueeze(1)
+        if self.two_levels is not None:
+            # DTS fast path: an elementwise select between each sample's two rows. Its backward is
+            # two reductions, where an indexed gather's backward is a slow, nondeterministic scatter.
+            pairs = per_row.view(self.two_levels.shape[0], 2, -1)  # (B, 2, M)
+            return torch.where(self.two_levels, pairs[:, 1:], pairs[:, :1])
         return per_row[self.index]
 
 
@@ -226,7 +232,8 @@ class SiT(nn.Module):
     def condition(self, t: Tensor, y: Tensor, num_tokens: int, group: Tensor | None = None) -> Conditioning:
         levels, sample_of_row, index = time_rows(t, num_tokens, group)
         rows = self.t_embedder(levels) + self.y_embedder(y)[sample_of_row]  # (K, D)
-        return Conditioning(rows=rows, index=index)
+        two_levels = (group.unsqueeze(-1) == 1) if (group is not None and t.dim() == 2 and t.shape[1] == 2) else None
+        return Conditioning(rows=rows, index=index, two_levels=two_levels)
 
     def forward_features(
         self,
