@@ -20,6 +20,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def free_port() -> int:
+    """A free TCP port on localhost for a test's process group (gloo / torchrun)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
 def compose():
     """``compose(overrides) -> DictConfig`` from configs/, as `python run.py <overrides>` would see it."""
     from hydra import compose as hydra_compose

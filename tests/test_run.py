@@ -93,16 +93,12 @@ def test_missing_user_folder_is_a_clear_error(compose, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
-def test_torchrun_two_processes_through_the_cli(tmp_path, sharding):
+def test_torchrun_two_processes_through_the_cli(tmp_path, sharding, free_port):
     import os
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}",
            "run.py", *SMALL, "method=selfflow", f"run_dir={tmp_path}", "train.batch_size=8",
            f"train.fsdp={sharding == 'fsdp'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -1,7 +1,6 @@
 """Two gloo processes on CPU reproduce one process with the same global batch."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -63,12 +62,6 @@ def _worker(rank, world, port, out_dir, fsdp=False):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_rank_shards_cover_the_global_batch():
     one = iter(ResumableBatchSampler(24, 8, seed=1))
     ranks = [iter(ResumableBatchSampler(24, 8, seed=1, rank=r, world_size=2)) for r in range(2)]
@@ -79,9 +72,9 @@ def test_rank_shards_cover_the_global_batch():
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(tmp_path):
+def test_two_gloo_processes_match_one_process(tmp_path, free_port):
     single, single_samples = _train(tmp_path / "single")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port, str(tmp_path)), nprocs=2, join=True)
     multi = torch.load(tmp_path / "dist.pt", weights_only=True)
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(multi["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)
@@ -98,11 +91,11 @@ def test_two_gloo_processes_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp2_two_processes_match_one_process_and_checkpoints_are_plain(tmp_path):
+def test_fsdp2_two_processes_match_one_process_and_checkpoints_are_plain(tmp_path, free_port):
     from core.checkpoint import load_checkpoint
 
     single, _ = _train(tmp_path / "single")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), True), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port, str(tmp_path), True), nprocs=2, join=True)
     multi = torch.load(tmp_path / "dist.pt", weights_only=True)  # rank 0's (sharded) trainer, plain copy below
     ckpt = load_checkpoint(tmp_path / "checkpoints")  # written by the FSDP2 run: full, unsharded tensors
     assert ckpt["optimizer_format"] == "fsdp_full" and ckpt["step"] == 4

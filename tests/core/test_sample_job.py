@@ -1,7 +1,6 @@
 """Sampling job: deterministic SDE with a fixed seed, rank sharding, resumable shards, ADM npz round trip."""
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -118,15 +117,9 @@ def _worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_ranks_give_the_samples_of_one_process(tmp_path):
+def test_two_ranks_give_the_samples_of_one_process(tmp_path, free_port):
     single = _run(tmp_path / "single", cfg=SamplerConfig(method="sde", num_steps=4))
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "multi")), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port, str(tmp_path / "multi")), nprocs=2, join=True)
     a, la = _arr(single["npz"])
     b, lb = _arr(tmp_path / "multi" / "samples_11.npz")
     assert np.array_equal(a, b) and np.array_equal(la, lb)

@@ -10,18 +10,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_video_training_run(tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_dir
-
+def test_video_training_run(tmp_path, compose):
     import run
 
-    monkeypatch.setenv("SELFFLOW_CACHE", str(tmp_path / "cache"))
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "modality=video", "train=smoke", "model=micro", f"run_dir={tmp_path / 'run'}",
-            "eval.enabled=false", "sample.num_samples=4", "sample.num_steps=4",
-            "modality.dataset.clips_per_class=4",
-        ])
+    cfg = compose(["modality=video", "train=smoke", "model=micro", f"run_dir={tmp_path / 'run'}",
+                   "eval.enabled=false", "sample.num_samples=4", "sample.num_steps=4",
+                   "modality.dataset.clips_per_class=4"])
     out = run.main(cfg)
     run_dir = Path(out["run_dir"])
     assert out["steps"] == 6
