@@ -236,6 +236,11 @@ def main(cfg: DictConfig) -> dict:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     torch.manual_seed(int(cfg.seed))
     parts = build(cfg)
+    encoder = getattr(parts["objective"], "encoder", None)
+    if encoder is not None and info.is_main:  # which network REPA really used ("auto" picks at run time)
+        (run_dir / "encoder.json").write_text(json.dumps({
+            "class": type(encoder).__name__, "name": getattr(encoder, "name", type(encoder).__name__),
+            "feature_dim": encoder.feature_dim, "weights_sha256": getattr(encoder, "weights_sha256", None)}, indent=1))
     declared = cfg.modality.get("num_classes")
     if declared is not None and declared != parts["dataset"].num_classes:
         raise ConfigError(f"modality.num_classes={declared} but the dataset has {parts['dataset'].num_classes} "
@@ -266,6 +271,8 @@ def main(cfg: DictConfig) -> dict:
         "sampler": f"{sampler_cfg.method}, {sampler_cfg.num_steps} steps, cfg {sampler_cfg.cfg_scale}",
         "dataset": f"{len(parts['dataset'])} items, {len(skipped)} skipped", "commit": git_commit(),
     }
+    if encoder is not None:
+        report_summary["REPA encoder"] = getattr(encoder, "name", type(encoder).__name__)
     notes = [f"skipped unreadable file {p}: {why}" for p, why in skipped[:20]]
     write_report(run_dir, f"{cfg.method.name} on {cfg.modality.name}", report_summary,
                  read_metrics(run_dir / "metrics.jsonl"), assets, evals, notes)

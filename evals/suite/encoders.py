@@ -11,8 +11,10 @@ model's token grid so that every model token gets the feature of the region it c
   optimised towards the metric's own feature space; the suite report says so.
 * :class:`CrepeTokenEncoder` -- CREPE (evals/audio_nets.py) frame embeddings resampled to the
   mel token grid's time axis and shared by every mel-band group of a frame group.
-* :func:`offline_encoder` -- the per-modality default: DINOv2 is not implemented in evals yet, so
-  ``backbone=auto`` means Inception for image / video and CREPE for audio. Used by
+* :class:`DINOv2TokenEncoder` -- DINOv2 patch tokens (evals/dinov2.py), REPA's own encoder and
+  the paper's baseline (Table 1: "REPA (DINOv2-B)"); needs the ``dinov2`` weight file.
+* :func:`offline_encoder` -- the per-modality default: ``backbone=auto`` means DINOv2 for image /
+  video when its weight file is present, else the Inception, and CREPE for audio. Used by
   ``configs/method/repa_offline.yaml`` with ``modality: ${modality.name}``, so one hydra sweep over
   modalities picks the right network for each.
 
@@ -135,26 +137,79 @@ class InceptionTokenEncoder(nn.Module):
         return self.cache(tokens, raw, self._encode)
 
     def _encode(self, tokens: Tensor, raw: Tensor) -> Tensor:
-        B, N = tokens.shape[:2]
-        if raw.dim() == 4:  # images
-            rows, cols = image_grid(N, raw.shape[-2], raw.shape[-1], "model.patch_size")
-            f = F.adaptive_avg_pool2d(self._features(raw), (rows, cols))  # (B, C, rows, cols)
-            return f.flatten(2).transpose(1, 2).contiguous()  # raster (h w) order, as the tokenizers
-        if raw.dim() != 5:
-            raise ValueError(f"InceptionTokenEncoder expects images (B,3,H,W) or video (B,T,3,H,W), "
-                             f"got {tuple(raw.shape)}")
-        T, H, W = raw.shape[1], raw.shape[3], raw.shape[4]
-        if self.patch is None:
-            raise ValueError("video REPA with Inception needs the tubelet size: set "
-                             "method.encoder.patch=${modality.tokenizer.patch}")
-        pt, ph, pw = self.patch
-        grid = (T // pt, H // ph, W // pw)
-        if grid[0] * grid[1] * grid[2] != N:
-            raise ValueError(f"method.encoder.patch={list(self.patch)} gives a {grid} grid for {N} tokens; "
-                             "it must equal modality.tokenizer.patch")
-        f = self._features(raw.flatten(0, 1))  # (B*T, C, h, w)
-        f = F.adaptive_avg_pool2d(f, grid[1:]).view(B, grid[0], pt, self.feature_dim, *grid[1:]).mean(2)
-        return f.permute(0, 1, 3, 4, 2).reshape(B, N, self.feature_dim).contiguous()  # (t h w) order
+        return maps_to_tokens(self._features, tokens, raw, self.patch, self.feature_dim, type(self).__name__)
+
+
+def maps_to_tokens(features, tokens: Tensor, raw: Tensor, patch, dim: int, who: str) -> Tensor:
+    """Per-token features from an image network's spatial map.
+
+    features: images in [-1, 1] (M, 3, H, W) -> (M, dim, h, w). Images: the map is average-pooled
+    to the model's token grid (raster order). Video (B, T, 3, H, W): every frame is encoded, pooled
+    to the tubelet grid and the ``pt`` frames of a tubelet averaged ((t h w) order, as the tokenizer).
+    """
+    B, N = tokens.shape[:2]
+    if raw.dim() in (4, 5) and raw.shape[-3] != 3:
+        raise ValueError(f"{who} needs RGB pixels in [-1, 1], got raw {tuple(raw.shape)} (latents?); with "
+                         "modality=image_latent set modality.tokenizer.input=image and train on an image "
+                         "folder so REPA sees the pixels the latents come from")
+    if raw.dim() == 4:  # images
+        rows, cols = image_grid(N, raw.shape[-2], raw.shape[-1], "model.patch_size")
+        f = F.adaptive_avg_pool2d(features(raw), (rows, cols))  # (B, C, rows, cols)
+        return f.flatten(2).transpose(1, 2).contiguous()  # raster (h w) order, as the tokenizers
+    if raw.dim() != 5:
+        raise ValueError(f"{who} expects images (B,3,H,W) or video (B,T,3,H,W), got {tuple(raw.shape)}")
+    T, H, W = raw.shape[1], raw.shape[3], raw.shape[4]
+    if patch is None:
+        raise ValueError(f"video REPA with {who} needs the tubelet size: set "
+                         "method.encoder.patch=${modality.tokenizer.patch}")
+    pt, ph, pw = patch
+    grid = (T // pt, H // ph, W // pw)
+    if grid[0] * grid[1] * grid[2] != N:
+        raise ValueError(f"method.encoder.patch={list(patch)} gives a {grid} grid for {N} tokens; "
+                         "it must equal modality.tokenizer.patch")
+    f = features(raw.flatten(0, 1))  # (B*T, C, h, w)
+    f = F.adaptive_avg_pool2d(f, grid[1:]).view(B, grid[0], pt, dim, *grid[1:]).mean(2)
+    return f.permute(0, 1, 3, 4, 2).reshape(B, N, dim).contiguous()  # (t h w) order
+
+
+class DINOv2TokenEncoder(nn.Module):
+    """DINOv2 patch tokens (``x_norm_patchtokens``) per model token: REPA's own encoder.
+
+    Preprocessing is REPA's: ImageNet mean/std, bicubic resize to ``input_size`` (224 for 256 px
+    images, i.e. a 16x16 DINOv2 grid for SiT/2's 16x16 tokens), the position table resampled once
+    to that grid. When the model's token grid differs from DINOv2's, the patch-token map is
+    average-pooled to it (a finer model grid repeats DINOv2 features: raise ``input_size`` instead).
+    """
+
+    def __init__(self, in_dim: int, input_size: int = 224, patch=None, weights_path=None,
+                 cache_items: int = 0, pos_resample: str = "repa"):
+        super().__init__()
+        from ..dinov2 import load_dinov2
+
+        self.cache = FeatureCache(cache_items)
+        self.net, self.weights_sha256 = load_dinov2(weights_path, pos_resample)
+        if input_size % self.net.patch:
+            raise ValueError(f"method.encoder.input_size={input_size}: must be a multiple of DINOv2's "
+                             f"patch size {self.net.patch} (REPA uses 224)")
+        self.input_size, self.feature_dim = int(input_size), self.net.dim
+        self.patch = tuple(patch) if patch is not None else None
+        self.name = f"dinov2_d{self.net.dim}_l{len(self.net.blocks)}@{input_size}px"
+
+    def _features(self, images: Tensor) -> Tensor:
+        from ..dinov2 import preprocess
+
+        g = self.input_size // self.net.patch
+        t = self.net(preprocess(images, self.input_size))  # (M, g*g, D)
+        return t.transpose(1, 2).reshape(t.shape[0], self.feature_dim, g, g)
+
+    @torch.no_grad()
+    def forward(self, tokens: Tensor, raw: Tensor) -> Tensor:
+        if raw is None:
+            raise ValueError("DINOv2TokenEncoder needs the raw images/frames (raw=None was given)")
+        return self.cache(tokens, raw, self._encode)
+
+    def _encode(self, tokens: Tensor, raw: Tensor) -> Tensor:
+        return maps_to_tokens(self._features, tokens, raw, self.patch, self.feature_dim, type(self).__name__)
 
 
 class CrepeTokenEncoder(nn.Module):
@@ -214,9 +269,22 @@ def offline_encoder(in_dim: int, modality: str, backbone: str = "auto", **kw) ->
     every modality: image/video take layer, input_size, patch (video); audio takes n_mels,
     patch, capacity, sample_rate.
     """
+    if backbone == "auto" and modality in ("image", "video"):
+        if kw.get("weights_path"):
+            raise ValueError("method.encoder.weights_path is set but backbone=auto: name the network the "
+                             "file belongs to (method.encoder.backbone=dinov2 or inception)")
+        from ..weights import available
+
+        backbone = "dinov2" if available("dinov2") else "inception"
     if backbone == "dinov2":
-        raise NotImplementedError("method.encoder.backbone=dinov2: evals has the DINOv2 weight entry but no "
-                                  "DINOv2 network yet; use backbone=auto (Inception / CREPE)")
+        if modality not in ("image", "video"):
+            raise ValueError(f"method.encoder.backbone=dinov2 is an image network; modality {modality!r} "
+                             "needs backbone=auto (CREPE for audio)")
+        keep = {k: kw[k] for k in ("input_size", "weights_path", "cache_items", "pos_resample")
+                if kw.get(k) is not None}
+        if modality == "video":
+            keep["patch"] = kw.get("video_patch")
+        return DINOv2TokenEncoder(in_dim, **keep)
     if backbone not in ("auto", "inception", "crepe"):
         raise ValueError(f"method.encoder.backbone={backbone!r}: must be auto, inception, crepe or dinov2")
     if modality == "audio" and backbone in ("auto", "crepe"):

@@ -80,18 +80,22 @@ def _repa_caveat(runs: list[agg.Run], modality: str, metrics: list[str]) -> str 
     for r in runs:
         if r.modality != modality or r.variant != "repa":
             continue
-        try:
-            from omegaconf import OmegaConf
+        used = r.run_dir / "encoder.json"  # written by run.py: the network actually loaded
+        if used.is_file():
+            cls = str(json.loads(used.read_text()).get("class", ""))
+            inception, target = cls.startswith("Inception"), cls
+        else:  # older runs: infer from the config
+            try:
+                from omegaconf import OmegaConf
 
-            enc = OmegaConf.load(r.run_dir / "config.yaml").method.get("encoder")
-        except Exception:
-            enc = None
-        if enc is None:
-            return None
-        target = str(enc.get("_target_", ""))
-        backbone = str(enc.get("backbone", ""))
-        inception = "Inception" in target or (target.endswith("offline_encoder") and backbone in ("auto", "inception")
-                                              and modality in ("image", "video"))
+                enc = OmegaConf.load(r.run_dir / "config.yaml").method.get("encoder")
+            except Exception:
+                enc = None
+            if enc is None:
+                return None
+            target = str(enc.get("_target_", ""))
+            backbone = str(enc.get("backbone", ""))
+            inception = "Inception" in target or (target.endswith("offline_encoder") and backbone in ("auto", "inception"))  # pre-DINOv2 runs
         shared = [m for m in metrics if m in ("fid", "sfid", "fid_frame", "precision", "recall", "is")]
         if inception and shared:
             return (f"**Caution: REPA here aligns to the TF-2015 Inception, the same network that computes "
