@@ -264,6 +264,8 @@ def main(cfg: DictConfig) -> dict:
         (run_dir / "eval.json").write_text(json.dumps(evals, indent=1, default=str))
     n_params = sum(p.numel() for p in parts["model"].parameters())
     skipped = getattr(parts["dataset"], "skipped", [])
+    if hasattr(skipped, "merge_spools"):  # files that broke inside DataLoader workers (any rank)
+        skipped.merge_spools(sorted(run_dir.glob("skipped_in_workers_rank*.jsonl")))
     report_summary = {
         "modality": cfg.modality.name, "method": cfg.method.name, "model": cfg.model.name,
         "parameters": f"{n_params / 1e6:.2f} M", "steps": summary["steps"], "batch size": train_cfg.batch_size,

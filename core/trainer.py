@@ -299,6 +299,11 @@ class Trainer:
     def _loader(self) -> DataLoader:
         batches = ResumableBatchSampler(len(self.dataset), self.cfg.batch_size, self.cfg.seed, self.step,
                                         self.dist.rank, self.dist.world_size)
+        skipped = getattr(self.dataset, "skipped", None)
+        if self.cfg.num_workers > 0 and hasattr(skipped, "spool"):
+            # Files that break inside a worker are recorded in the worker's copy of the dataset;
+            # this file carries them back to the report (modalities.media_common.SkipLog).
+            skipped.spool = str(self.run_dir / f"skipped_in_workers_rank{self.dist.rank}.jsonl")
         # A private generator keeps DataLoader's base-seed draw out of the global (saved) RNG.
         return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.cfg.num_workers,
                           pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.cfg.seed))

@@ -48,15 +48,40 @@ class SkipLog:
     """Records files a dataset skipped, so the run can report them instead of dying.
 
     Files found bad while the dataset is built (probing) are recorded in the main process.
-    A file that only fails later, inside a DataLoader worker, is logged there with a warning
-    and recorded in that worker's copy.
+    A file that only fails later, inside a DataLoader worker, is recorded in that worker's copy
+    of the log, which the main process never sees; so the trainer points ``spool`` at a file in
+    the run directory before starting workers, every ``add`` also appends one JSON line there
+    (one short ``O_APPEND`` write per line, safe across processes), and the report reads them
+    back with :meth:`merge_spools`.
     """
 
     entries: list[tuple[str, str]] = field(default_factory=list)
+    spool: str | None = None
 
     def add(self, path: str | os.PathLike, reason: str) -> None:
         self.entries.append((str(path), reason))
         log.warning("skipping %s: %s", path, reason)
+        if self.spool:
+            line = json.dumps({"path": str(path), "reason": reason, "pid": os.getpid()}) + "\n"
+            with open(self.spool, "a", encoding="utf-8") as f:
+                f.write(line)
+
+    def merge_spools(self, paths) -> int:
+        """Add the entries other processes spooled (files in ``paths``) that this log lacks;
+        returns how many were new. Unparseable lines (a process killed mid-write) are ignored."""
+        known, new = set(self.entries), 0
+        for p in paths:
+            for raw in Path(p).read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(raw)
+                    entry = (str(rec["path"]), str(rec["reason"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if entry not in known:
+                    known.add(entry)
+                    self.entries.append(entry)
+                    new += 1
+        return new
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -136,3 +136,29 @@ def test_train_config_rejects_bad_values():
         TrainConfig.from_dict({"stepz": 3})
     with pytest.raises(ValueError, match="train.ema_decay"):
         TrainConfig.from_dict({"ema_decay": 1.5})
+
+
+class _DataBreakingInWorkers(_Data):
+    """Item 5 "fails to load" when fetched: recorded in the fetching process's SkipLog copy."""
+
+    def __init__(self):
+        from modalities.media_common import SkipLog
+
+        self.skipped = SkipLog()
+
+    def __getitem__(self, i):
+        if i == 5:
+            self.skipped.add("/data/item5.png", "truncated")
+            i = 6
+        return super().__getitem__(i)
+
+
+def test_skips_in_dataloader_workers_are_spooled_to_the_run_dir(tmp_path):
+    torch.manual_seed(0)
+    model = SiT(in_channels=12, hidden_size=16, depth=2, num_heads=2, num_classes=2)
+    data = _DataBreakingInWorkers()
+    cfg = TrainConfig(steps=4, batch_size=4, log_every=1, ckpt_every=0, progress=False, num_workers=1)
+    Trainer(model, _ScriptedObjective(), PixelPatchTokenizer(8, 3, 2), data, cfg, tmp_path).fit()
+    spool = tmp_path / "skipped_in_workers_rank0.jsonl"
+    assert len(data.skipped) == 0 and spool.is_file()  # only the worker saw the failure
+    assert data.skipped.merge_spools([spool]) == 1 and data.skipped.entries == [("/data/item5.png", "truncated")]
