@@ -82,7 +82,53 @@ def image_grid(n_tokens: int, height: int, width: int, key: str) -> tuple[int, i
     return rows, cols
 
 
-class InceptionTokenEncoder(nn.Module):
+def maps_to_tokens(features, tokens: Tensor, raw: Tensor, patch, dim: int, who: str) -> Tensor:
+    """Per-token features from an image network's spatial map.
+
+    features: images in [-1, 1] (M, 3, H, W) -> (M, dim, h, w). Images: the map is average-pooled
+    to the model's token grid (raster order). Video (B, T, 3, H, W): every frame is encoded, pooled
+    to the tubelet grid and the ``pt`` frames of a tubelet averaged ((t h w) order, as the tokenizer).
+    """
+    B, N = tokens.shape[:2]
+    if raw.dim() in (4, 5) and raw.shape[-3] != 3:
+        raise ValueError(f"{who} needs RGB pixels in [-1, 1], got raw {tuple(raw.shape)} (latents?); with "
+                         "modality=image_latent set modality.tokenizer.input=image and train on an image "
+                         "folder so REPA sees the pixels the latents come from")
+    if raw.dim() == 4:  # images
+        rows, cols = image_grid(N, raw.shape[-2], raw.shape[-1], "model.patch_size")
+        f = F.adaptive_avg_pool2d(features(raw), (rows, cols))  # (B, C, rows, cols)
+        return f.flatten(2).transpose(1, 2).contiguous()  # raster (h w) order, as the tokenizers
+    if raw.dim() != 5:
+        raise ValueError(f"{who} expects images (B,3,H,W) or video (B,T,3,H,W), got {tuple(raw.shape)}")
+    T, H, W = raw.shape[1], raw.shape[3], raw.shape[4]
+    if patch is None:
+        raise ValueError(f"video REPA with {who} needs the tubelet size: set "
+                         "method.encoder.patch=${modality.tokenizer.patch}")
+    pt, ph, pw = patch
+    grid = (T // pt, H // ph, W // pw)
+    if grid[0] * grid[1] * grid[2] != N:
+        raise ValueError(f"method.encoder.patch={list(patch)} gives a {grid} grid for {N} tokens; "
+                         "it must equal modality.tokenizer.patch")
+    f = features(raw.flatten(0, 1))  # (B*T, C, h, w)
+    f = F.adaptive_avg_pool2d(f, grid[1:]).view(B, grid[0], pt, dim, *grid[1:]).mean(2)
+    return f.permute(0, 1, 3, 4, 2).reshape(B, N, dim).contiguous()  # (t h w) order
+
+
+class SpatialTokenEncoder(nn.Module):
+    """Base of the image-network encoders: a subclass sets ``cache``, ``patch`` (video tubelet or
+    None) and ``feature_dim`` and implements ``_features(images) -> (M, feature_dim, h, w)``."""
+
+    @torch.no_grad()
+    def forward(self, tokens: Tensor, raw: Tensor) -> Tensor:
+        if raw is None:
+            raise ValueError(f"{type(self).__name__} needs the raw images/frames (raw=None was given)")
+        return self.cache(tokens, raw, self._encode)
+
+    def _encode(self, tokens: Tensor, raw: Tensor) -> Tensor:
+        return maps_to_tokens(self._features, tokens, raw, self.patch, self.feature_dim, type(self).__name__)
+
+
+class InceptionTokenEncoder(SpatialTokenEncoder):
     """TF-2015 Inception features of images or video frames, one per model token.
 
     input_size: the resize before the network. 299 is the metric's own; smaller values (>= 75)
@@ -130,49 +176,8 @@ class InceptionTokenEncoder(nn.Module):
             x = n.mixed_10(n.mixed_9(n.mixed_8(x)))
         return x
 
-    @torch.no_grad()
-    def forward(self, tokens: Tensor, raw: Tensor) -> Tensor:
-        if raw is None:
-            raise ValueError("InceptionTokenEncoder needs the raw images/frames (raw=None was given)")
-        return self.cache(tokens, raw, self._encode)
 
-    def _encode(self, tokens: Tensor, raw: Tensor) -> Tensor:
-        return maps_to_tokens(self._features, tokens, raw, self.patch, self.feature_dim, type(self).__name__)
-
-
-def maps_to_tokens(features, tokens: Tensor, raw: Tensor, patch, dim: int, who: str) -> Tensor:
-    """Per-token features from an image network's spatial map.
-
-    features: images in [-1, 1] (M, 3, H, W) -> (M, dim, h, w). Images: the map is average-pooled
-    to the model's token grid (raster order). Video (B, T, 3, H, W): every frame is encoded, pooled
-    to the tubelet grid and the ``pt`` frames of a tubelet averaged ((t h w) order, as the tokenizer).
-    """
-    B, N = tokens.shape[:2]
-    if raw.dim() in (4, 5) and raw.shape[-3] != 3:
-        raise ValueError(f"{who} needs RGB pixels in [-1, 1], got raw {tuple(raw.shape)} (latents?); with "
-                         "modality=image_latent set modality.tokenizer.input=image and train on an image "
-                         "folder so REPA sees the pixels the latents come from")
-    if raw.dim() == 4:  # images
-        rows, cols = image_grid(N, raw.shape[-2], raw.shape[-1], "model.patch_size")
-        f = F.adaptive_avg_pool2d(features(raw), (rows, cols))  # (B, C, rows, cols)
-        return f.flatten(2).transpose(1, 2).contiguous()  # raster (h w) order, as the tokenizers
-    if raw.dim() != 5:
-        raise ValueError(f"{who} expects images (B,3,H,W) or video (B,T,3,H,W), got {tuple(raw.shape)}")
-    T, H, W = raw.shape[1], raw.shape[3], raw.shape[4]
-    if patch is None:
-        raise ValueError(f"video REPA with {who} needs the tubelet size: set "
-                         "method.encoder.patch=${modality.tokenizer.patch}")
-    pt, ph, pw = patch
-    grid = (T // pt, H // ph, W // pw)
-    if grid[0] * grid[1] * grid[2] != N:
-        raise ValueError(f"method.encoder.patch={list(patch)} gives a {grid} grid for {N} tokens; "
-                         "it must equal modality.tokenizer.patch")
-    f = features(raw.flatten(0, 1))  # (B*T, C, h, w)
-    f = F.adaptive_avg_pool2d(f, grid[1:]).view(B, grid[0], pt, dim, *grid[1:]).mean(2)
-    return f.permute(0, 1, 3, 4, 2).reshape(B, N, dim).contiguous()  # (t h w) order
-
-
-class DINOv2TokenEncoder(nn.Module):
+class DINOv2TokenEncoder(SpatialTokenEncoder):
     """DINOv2 patch tokens (``x_norm_patchtokens``) per model token: REPA's own encoder.
 
     Preprocessing is REPA's: ImageNet mean/std, bicubic resize to ``input_size`` (224 for 256 px
@@ -201,15 +206,6 @@ class DINOv2TokenEncoder(nn.Module):
         g = self.input_size // self.net.patch
         t = self.net(preprocess(images, self.input_size))  # (M, g*g, D)
         return t.transpose(1, 2).reshape(t.shape[0], self.feature_dim, g, g)
-
-    @torch.no_grad()
-    def forward(self, tokens: Tensor, raw: Tensor) -> Tensor:
-        if raw is None:
-            raise ValueError("DINOv2TokenEncoder needs the raw images/frames (raw=None was given)")
-        return self.cache(tokens, raw, self._encode)
-
-    def _encode(self, tokens: Tensor, raw: Tensor) -> Tensor:
-        return maps_to_tokens(self._features, tokens, raw, self.patch, self.feature_dim, type(self).__name__)
 
 
 class CrepeTokenEncoder(nn.Module):
