@@ -258,39 +258,49 @@ class CrepeTokenEncoder(nn.Module):
         return f[:, None].expand(B, self.freq_groups, time_groups, self.feature_dim).reshape(B, N, -1).contiguous()
 
 
-def offline_encoder(in_dim: int, modality: str, backbone: str = "auto", **kw) -> nn.Module:
-    """The suite's default REPA encoder for ``modality`` (see the module docstring).
-
-    Keyword arguments not used by the chosen network are dropped, so one config node serves
-    every modality: image/video take layer, input_size, patch (video); audio takes n_mels,
-    patch, capacity, sample_rate.
-    """
-    if backbone == "auto" and modality in ("image", "video"):
-        if kw.get("weights_path"):
+def choose_backbone(modality: str, backbone: str = "auto", weights_path=None, **_) -> str:
+    """The network ``offline_encoder`` builds for ``modality`` (``auto`` resolved); a clear error
+    names the config key when the pair makes no sense. Loads nothing (cheap to validate configs)."""
+    if backbone not in ("auto", "inception", "crepe", "dinov2"):
+        raise ValueError(f"method.encoder.backbone={backbone!r}: must be auto, dinov2, inception or crepe")
+    if modality == "audio":
+        if backbone not in ("auto", "crepe"):
+            raise ValueError(f"method.encoder.backbone={backbone} is an image network; modality audio needs "
+                             "crepe (or auto)")
+        return "crepe"
+    if modality not in ("image", "video"):
+        raise ValueError(f"method.encoder: no REPA encoder for modality {modality!r}")
+    if backbone == "crepe":
+        raise ValueError(f"method.encoder.backbone=crepe is an audio network; modality {modality} needs "
+                         "dinov2, inception or auto")
+    if backbone == "auto":
+        if weights_path:
             raise ValueError("method.encoder.weights_path is set but backbone=auto: name the network the "
                              "file belongs to (method.encoder.backbone=dinov2 or inception)")
         from ..weights import available
 
         backbone = "dinov2" if available("dinov2") else "inception"
-    if backbone == "dinov2":
-        if modality not in ("image", "video"):
-            raise ValueError(f"method.encoder.backbone=dinov2 is an image network; modality {modality!r} "
-                             "needs backbone=auto (CREPE for audio)")
-        keep = {k: kw[k] for k in ("input_size", "weights_path", "cache_items", "pos_resample")
-                if kw.get(k) is not None}
-        if modality == "video":
-            keep["patch"] = kw.get("video_patch")
-        return DINOv2TokenEncoder(in_dim, **keep)
-    if backbone not in ("auto", "inception", "crepe"):
-        raise ValueError(f"method.encoder.backbone={backbone!r}: must be auto, inception, crepe or dinov2")
-    if modality == "audio" and backbone in ("auto", "crepe"):
-        keep = {k: kw[k] for k in ("n_mels", "capacity", "sample_rate", "weights_path", "cache_items") if kw.get(k) is not None}
+    return backbone
+
+
+def offline_encoder(in_dim: int, modality: str, backbone: str = "auto", **kw) -> nn.Module:
+    """The suite's default REPA encoder for ``modality`` (see the module docstring).
+
+    Keyword arguments not used by the chosen network are dropped, so one config node serves
+    every modality: image/video take layer (Inception), input_size, pos_resample (DINOv2),
+    patch (video); audio takes n_mels, patch, capacity, sample_rate.
+    """
+    backbone = choose_backbone(modality, backbone, kw.get("weights_path"))
+
+    def pick(*names):
+        return {k: kw[k] for k in names if kw.get(k) is not None}
+
+    if backbone == "crepe":
+        keep = pick("n_mels", "capacity", "sample_rate", "weights_path", "cache_items")
         if kw.get("audio_patch") is not None:
             keep["patch"] = kw["audio_patch"]
         return CrepeTokenEncoder(in_dim, **keep)
-    if modality in ("image", "video") and backbone in ("auto", "inception"):
-        keep = {k: kw[k] for k in ("layer", "input_size", "weights_path", "cache_items") if kw.get(k) is not None}
-        if modality == "video":
-            keep["patch"] = kw.get("video_patch")
-        return InceptionTokenEncoder(in_dim, **keep)
-    raise ValueError(f"method.encoder: no {backbone!r} encoder for modality {modality!r}")
+    video = {"patch": kw.get("video_patch")} if modality == "video" else {}
+    if backbone == "dinov2":
+        return DINOv2TokenEncoder(in_dim, **pick("input_size", "weights_path", "cache_items", "pos_resample"), **video)
+    return InceptionTokenEncoder(in_dim, **pick("layer", "input_size", "weights_path", "cache_items"), **video)

@@ -168,6 +168,15 @@ def test_every_budget_composes_into_valid_run_configs(compose, name):
         keys = lambda c: (c.model.name, c.train.steps, c.train.batch_size, c.train.lr, c.eval.num_samples,  # noqa: E731
                           c.sample.num_steps, str(c.eval.metrics))
         assert len({keys(c) for c in cfgs}) == 1, (name, m)
+    # every REPA cell names an encoder that exists for its modality (audio+inception used to slip through)
+    from evals.suite.encoders import choose_backbone
+
+    for cell in grid:
+        if "method=repa_offline" in cell.overrides and cell.seed == budget.seeds[0]:
+            cfg = compose(cell.overrides)
+            enc = {k: v for k, v in cfg.method.encoder.items() if k not in ("_target_", "modality")}
+            assert choose_backbone(cfg.modality.name, **enc) in ({"crepe"} if cell.modality == "audio"
+                                                                 else {"inception", "dinov2"}), cell.key
 
 
 def test_repa_offline_objective_matches_repa(compose):
