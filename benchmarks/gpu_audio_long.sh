@@ -30,10 +30,6 @@ wait
 python3 -m evals.suite --report $D > /dev/null 2>&1 || echo "report failed"
 mkdir -p "$OUT/audio_long"
 cp $D/report.md $D/aggregate.json $D/*.png "$OUT/audio_long/" 2>/dev/null
-for r in $D/audio/*/seed*; do
-  n=$(echo "$r" | sed 's|.*/audio/||; s|/|_|'); mkdir -p "$OUT/audio_long/$n"
-  cp "$r"/metrics.jsonl "$r"/eval.json "$r"/config.yaml "$OUT/audio_long/$n/" 2>/dev/null
-  cp "$r"/samples/final_spec.png "$OUT/audio_long/$n/" 2>/dev/null
-done
+tar -czf "$OUT/audio_long/runs.tgz" -C $D --exclude=checkpoints --exclude='*.wav' --exclude='*.mp4' audio 2>/dev/null
 for f in /tmp/log_*.txt; do echo "--- $f"; grep -E "Error|error|Traceback" "$f" | tail -3; done
 sed -n '/## audio/,/Training cost/p' $D/report.md | head -30
