@@ -14,7 +14,8 @@ Inputs per modality:
 * image: ``fake`` float (N, 3, H, W) in [-1, 1], uint8 (N, H, W, 3), an ADM npz or an image
   folder; ``real`` an image folder (ImageFolder layout), an ADM npz (samples or reference batch)
   or a statistics npz (``mu``/``sigma``[/``mu_s``/``sigma_s``]). Metrics: fid, sfid, precision,
-  recall, is.
+  recall, is, fd_dinov2 (Frechet distance of DINOv2 ViT-L/14 class tokens; a network independent
+  of the Inception, so it is the check when REPA aligned to the Inception).
 * video: ``fake`` float (N, T, 3, H, W) in [-1, 1] (or a folder of videos); ``real`` a folder of
   videos (mp4, decoded with PyAV) or a statistics npz. Metrics: fid_frame, fvd.
 * audio: ``fake`` float (N, samples) with ``sample_rate`` (or a folder of audio files); ``real`` a
@@ -31,7 +32,7 @@ from .frechet import frechet_distance, is_stats_file, load_stats
 from .weights import MissingWeightsError
 
 METRICS = {
-    "image": ("fid", "sfid", "precision", "recall", "is"),
+    "image": ("fid", "sfid", "precision", "recall", "is", "fd_dinov2"),
     "video": ("fid_frame", "fvd"),
     "audio": ("fd_aisfx", "fd_crepe", "fad_vggish", "fad_pann", "fad_clap", "fad_encodec"),
 }
@@ -116,6 +117,49 @@ def _unavailable(metrics, err, protocol, strict, **extra):
 # ---- image ----------------------------------------------------------------------------------------
 
 def _image(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limit_real, strict, **_):
+    extra = []
+    if "fd_dinov2" in metrics:
+        extra = _fd_dinov2(fake, real, protocol, cache_dir, device=device, batch_size=batch_size,
+                           limit_real=limit_real, strict=strict)
+        metrics = [m for m in metrics if m != "fd_dinov2"]
+        if not metrics:
+            return extra
+    return _inception_metrics(fake, real, metrics, protocol, cache_dir, device=device, batch_size=batch_size,
+                              limit_real=limit_real, strict=strict) + extra
+
+
+def _fd_dinov2(fake, real, protocol, cache_dir, *, device, batch_size, limit_real, strict):
+    from . import fid as F
+    from .dinov2 import DINOv2Features, load_dinov2
+
+    try:
+        net, sha = load_dinov2(network="dinov2_l")
+    except MissingWeightsError as e:
+        return _unavailable(["fd_dinov2"], e, protocol, strict, extractor="dinov2_cls_edm2")
+    model = DINOv2Features(net).to(device)
+    extractor = f"dinov2_d{net.dim}_l{len(net.blocks)}_cls_edm2"
+    fk = F.image_set(fake, model, batch_size, keep_features=False)
+    if Path(real).is_file() and is_stats_file(real):  # its mu/sigma are the Inception's: use its images
+        import numpy as np
+
+        with np.load(real) as f:
+            has_images = "arr_0" in f.files
+        if not has_images:
+            return _unavailable(["fd_dinov2"], ValueError(
+                f"{real}: holds Inception statistics only; fd_dinov2 needs the reference images (an image "
+                "folder, or an ADM reference batch with arr_0)"), protocol, strict)
+        rf = F.image_set(real, model, batch_size, limit_real, keep_features=False)
+    else:
+        rf = _reference(F.reference_set, real, model, cache_dir, batch_size, limit_real, weights_sha256=sha,
+                        name="fd_dinov2")
+    return [prov.record("fd_dinov2", frechet_distance(rf.pool3, fk.pool3), extractor=extractor, weights_sha256=sha,
+                        n_real=rf.n or rf.pool3.n, n_fake=fk.n, reference_stats_hash=rf.pool3.content_hash(),
+                        protocol=protocol, modality="image", real_source=_src(real),
+                        note="224 px bicubic+antialias, ImageNet mean/std, class token (EDM2's FD_DINOv2); "
+                             "the standard network is ViT-L/14")]
+
+
+def _inception_metrics(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limit_real, strict):
     from . import fid as F
     from .inception import load_inception
 

@@ -146,6 +146,10 @@ class DINOv2(nn.Module):
         return self._pos_cache[key]
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.normed_tokens(x)[:, 1 + self.registers:]  # (B, gh*gw, D) patch tokens
+
+    def normed_tokens(self, x: Tensor) -> Tensor:
+        """(B, 1 + registers + gh*gw, D) after the final norm: class token, registers, patches."""
         B, _, H, W = x.shape
         if H % self.patch or W % self.patch:
             raise ValueError(f"DINOv2 input {H}x{W} px is not a multiple of the patch size {self.patch}")
@@ -156,7 +160,7 @@ class DINOv2(nn.Module):
             t = torch.cat([t[:, :1], self.register_tokens.expand(B, -1, -1), t[:, 1:]], dim=1)
         for blk in self.blocks:
             t = blk(t)
-        return self.norm(t)[:, 1 + self.registers:]  # (B, gh*gw, D)
+        return self.norm(t)
 
 
 def _unchunk(sd: dict) -> dict:
@@ -194,10 +198,11 @@ def dinov2_from_state_dict(sd: dict, source: str = "state dict", pos_resample: s
     return net.eval().requires_grad_(False)
 
 
-def load_dinov2(path=None, pos_resample: str = "repa") -> tuple[DINOv2, str]:
-    """Frozen DINOv2 from the weights manager (``dinov2``: $SELFFLOW_WEIGHTS_DINOV2, the cache
-    directory, or ``path``); returns (model, sha256). Any official ViT/14 checkpoint loads."""
-    p, digest = weights.resolve("dinov2", path)
+def load_dinov2(path=None, pos_resample: str = "repa", network: str = "dinov2") -> tuple[DINOv2, str]:
+    """Frozen DINOv2 from the weights manager (``network``: ``dinov2`` = ViT-B/14 for REPA via
+    $SELFFLOW_WEIGHTS_DINOV2, ``dinov2_l`` = ViT-L/14 for FD_DINOv2 via $SELFFLOW_WEIGHTS_DINOV2_L;
+    the cache directory; or ``path``); returns (model, sha256). Any official ViT/14 file loads."""
+    p, digest = weights.resolve(network, path)
     try:
         sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated file, or not a torch pickle
@@ -218,3 +223,30 @@ def preprocess(images: Tensor, size: int) -> Tensor:
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
     return x
+
+
+class DINOv2Features(nn.Module):
+    """FD_DINOv2's feature (Stein et al. 2023, as EDM2 computes it) for ``evals.fid.image_set``.
+
+    uint8-range (N, 3, H, W) images -> bicubic resize to 224x224 with antialiasing -> /255 ->
+    ImageNet mean/std -> the normed class token (1024-d for the protocol's ViT-L/14), returned as
+    ``{"pool3": ...}`` so the FID machinery (streaming statistics, reference cache) applies as is.
+    """
+
+    SIZE = 224
+
+    def __init__(self, net: DINOv2):
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+        self.dim = net.dim
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @torch.inference_mode()
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (N, 3, H, W), got {tuple(images.shape)}")
+        x = images.to(self.mean.device, torch.float32)
+        x = F.interpolate(x, size=(self.SIZE, self.SIZE), mode="bicubic", antialias=True)
+        x = (x / 255.0 - self.mean) / self.std
+        return {"pool3": self.net.normed_tokens(x)[:, 0]}  # (N, D) class token

@@ -76,7 +76,10 @@ def _rebatch(batches, batch_size: int):
 
 def image_set(source, model=None, batch_size: int = 50, limit: int | None = None,
               keep_features: bool = True) -> ImageSet:
-    """Run Inception over ``source`` (tensor, ADM npz, or folder) and summarise it."""
+    """Run Inception over ``source`` (tensor, ADM npz, or folder) and summarise it.
+
+    ``model`` may be any network returning ``{"pool3": (B, D)[, "spatial": (B, D')]}`` for uint8
+    NCHW images (e.g. evals.dinov2.DINOv2Features: ``pool3`` then holds its CLS feature)."""
     if model is None:
         model, _ = load_inception()
     s3, ss = StreamingStats(), StreamingStats()
@@ -85,14 +88,15 @@ def image_set(source, model=None, batch_size: int = 50, limit: int | None = None
         out = extract(model, batch)
         p3 = out["pool3"].double().cpu().numpy()
         s3.update(p3)
-        ss.update(out["spatial"].double().cpu().numpy())
+        if "spatial" in out:
+            ss.update(out["spatial"].double().cpu().numpy())
         if keep_features:
             feats.append(p3.astype(np.float32))
     if s3.n < 2:
         raise ValueError(f"{source if not hasattr(source, 'shape') else 'tensor'}: need at least 2 images, "
                          f"got {s3.n}")
-    return ImageSet(s3.stats(), ss.stats(), np.concatenate(feats) if keep_features else None, s3.n,
-                    skipped=tuple(skips.skipped))
+    return ImageSet(s3.stats(), ss.stats() if ss.n else None, np.concatenate(feats) if keep_features else None,
+                    s3.n, skipped=tuple(skips.skipped))
 
 
 def stats_cache_dir(cache_dir=None) -> Path:
@@ -109,7 +113,7 @@ def video_frame_batches(videos, limit: int | None = None, skips=None, batch_size
 
 
 def reference_set(real, model=None, cache_dir=None, batch_size: int = 50, limit: int | None = None,
-                  kind: str = "images", weights_sha256: str | None = None) -> ImageSet:
+                  kind: str = "images", weights_sha256: str | None = None, name: str | None = None) -> ImageSet:
     """Reference statistics, computed once per content and cached by content hash.
 
     ``real`` may be a statistics npz (``mu``/``sigma``[/``mu_s``/``sigma_s``]) used as-is, an
@@ -117,7 +121,8 @@ def reference_set(real, model=None, cache_dir=None, batch_size: int = 50, limit:
     as ADM does), an ADM sample npz, or an image folder; with ``kind="video_frames"`` a folder
     of videos whose frames are all used (fid_frame). The cache key holds the content hash, the
     network's SHA-256 (``weights_sha256``; looked up when ``model`` is None), the preprocessing
-    version and ``limit``.
+    version and ``limit``; ``name`` (default fid / fid_frame) prefixes the cache file, so another
+    network's statistics (fd_dinov2) never share a file with the Inception's.
     """
     p = Path(real)
     if not p.exists():
@@ -135,12 +140,14 @@ def reference_set(real, model=None, cache_dir=None, batch_size: int = 50, limit:
     digest = weights_sha256
     h = hash_source(p)
     key = f"{h[:32]}_v{STATS_VERSION}_{(digest or 'custom')[:12]}_{limit or 'all'}"
-    cached = stats_cache_dir(cache_dir) / f"{'fid_frame' if kind == 'video_frames' else 'fid'}_ref_{key}.npz"
+    name = name or ('fid_frame' if kind == 'video_frames' else 'fid')
+    cached = stats_cache_dir(cache_dir) / f"{name}_ref_{key}.npz"
     if cached.is_file():
         with np.load(cached) as f:
             feats = f["feats"] if "feats" in f.files else None
-        return ImageSet(load_stats(cached), load_stats(cached, spatial=True), feats, int(load_stats(cached).n),
-                        source_hash=h)
+            has_spatial = "mu_s" in f.files
+        return ImageSet(load_stats(cached), load_stats(cached, spatial=True) if has_spatial else None, feats,
+                        int(load_stats(cached).n), source_hash=h)
     if kind == "video_frames":
         s = image_set(video_frame_batches(p, limit, batch_size=batch_size), model, batch_size)
     else:

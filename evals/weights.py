@@ -127,8 +127,10 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
                "https://huggingface.co/lukewys/laion_clap/resolve/main/630k-audioset-best.pt"),
     WeightSpec("encodec", "encodec_24khz-d7cc33bc.th", "EnCodec 24 kHz encoder for fad_encodec", "MIT",
                "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th", sha256_prefix="d7cc33bc"),
-    WeightSpec("dinov2", "dinov2_vitb14_pretrain.pth", "DINOv2 ViT-B/14 (REPA encoder, FD_DINOv2)", "Apache-2.0",
+    WeightSpec("dinov2", "dinov2_vitb14_pretrain.pth", "DINOv2 ViT-B/14 (REPA's encoder)", "Apache-2.0",
                "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth"),
+    WeightSpec("dinov2_l", "dinov2_vitl14_pretrain.pth", "DINOv2 ViT-L/14 (fd_dinov2, as EDM2 / dgm-eval)",
+               "Apache-2.0", "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth"),
     WeightSpec("sd_vae", "diffusion_pytorch_model.safetensors", "Stable Diffusion VAE ft-EMA (image latents)",
                "MIT", "https://huggingface.co/stabilityai/sd-vae-ft-ema/tree/main"),
 ]}

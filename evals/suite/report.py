@@ -102,6 +102,10 @@ def _repa_caveat(runs: list[agg.Run], modality: str, metrics: list[str]) -> str 
                     f"{', '.join(shared)}.** That favours REPA on these metrics (it is trained towards the "
                     "metric's feature space); a REPA win on them is weaker evidence than a win on a metric "
                     "with an independent network.")
+        if "DINOv2" in target and "fd_dinov2" in metrics:
+            return ("**Caution: REPA here aligns to DINOv2 features and `fd_dinov2` measures with a DINOv2 "
+                    "(ViT-L/14) class token:** a related feature space, which favours REPA on that metric; "
+                    "the Inception-based metrics are the independent check.")
         if "Random" in target:
             return ("REPA's encoder is the random-init stand-in (core.encoders.RandomTokenEncoder): it measures "
                     "REPA's cost, not its benefit.")

@@ -7,6 +7,7 @@ GELU, eps 1e-6) with the LayerScale vectors folded into the output projections.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -211,3 +212,65 @@ def test_repa_offline_config_builds_dinov2(dinov2_file, compose, modality):
     enc = instantiate(cfg.method.encoder, in_dim=12)
     assert isinstance(enc, DINOv2TokenEncoder) and enc.input_size == 56 and enc.net.pos_resample == "repa"
     assert enc.patch == (tuple(cfg.modality.tokenizer.patch) if modality == "video" else None)
+
+
+# ---- fd_dinov2 -------------------------------------------------------------------------------------
+
+def _frechet_np(a: np.ndarray, b: np.ndarray) -> float:
+    """Independent Frechet distance: float64 np.cov + scipy sqrtm."""
+    from scipy import linalg
+
+    mu1, mu2, s1, s2 = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def test_fd_dinov2_matches_an_independent_computation(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from evals.api import evaluate
+
+    path = tmp_path / "dinov2_vitl14_pretrain.pth"
+    torch.save(official_state_dict(dim=64, depth=1, seed=3), path)
+    monkeypatch.setenv("SELFFLOW_WEIGHTS_DINOV2_L", str(path))
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (12, 20, 20, 3), dtype=np.uint8)
+    fake = rng.integers(0, 200, (10, 20, 20, 3), dtype=np.uint8)
+    (tmp_path / "real" / "c").mkdir(parents=True)
+    for i, im in enumerate(real):
+        Image.fromarray(im).save(tmp_path / "real" / "c" / f"{i:02d}.png")
+    net = dinov2_from_state_dict(torch.load(path))
+
+    def feats(x):  # the protocol written out: resize, /255, ImageNet mean/std, class token
+        t = F.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2).float(), size=(224, 224), mode="bicubic",
+                          antialias=True) / 255.0
+        t = (t - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        with torch.no_grad():
+            return net.normed_tokens(t)[:, 0].double().numpy()
+
+    expect = _frechet_np(feats(real), feats(fake))
+    for attempt in range(2):  # the second call reads the cached reference statistics
+        rec, = evaluate("image", fake=fake, real=tmp_path / "real", metrics=["fd_dinov2"],
+                        cache_dir=tmp_path / "stats")
+        assert rec["available"] and rec["n_real"] == 12 and rec["n_fake"] == 10
+        assert rec["value"] == pytest.approx(expect, rel=1e-6, abs=1e-6)
+    assert len(list((tmp_path / "stats").glob("fd_dinov2_ref_*.npz"))) == 1
+    assert not list((tmp_path / "stats").glob("fid_ref_*"))  # never shares a file with the Inception's
+
+
+def test_fd_dinov2_unavailable_without_weights_or_images(tmp_path, monkeypatch):
+    from evals.api import evaluate
+
+    monkeypatch.setenv("SELFFLOW_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.delenv("SELFFLOW_WEIGHTS_DINOV2_L", raising=False)
+    fake = np.zeros((4, 16, 16, 3), np.uint8)
+    (tmp_path / "real").mkdir()
+    rec, = evaluate("image", fake=fake, real=tmp_path / "real", metrics=["fd_dinov2"])
+    assert not rec["available"] and "dinov2_vitl14_pretrain.pth" in rec["reason"]
+    path = tmp_path / "w.pth"
+    torch.save(official_state_dict(dim=64, depth=1), path)
+    monkeypatch.setenv("SELFFLOW_WEIGHTS_DINOV2_L", str(path))
+    stats = tmp_path / "ref_stats.npz"
+    np.savez(stats, mu=np.zeros(3), sigma=np.eye(3))
+    rec, = evaluate("image", fake=fake, real=stats, metrics=["fd_dinov2"])
+    assert not rec["available"] and "Inception statistics only" in rec["reason"]

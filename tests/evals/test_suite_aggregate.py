@@ -187,3 +187,20 @@ def test_repa_offline_objective_matches_repa(compose):
 def test_unknown_budget_names_the_choices():
     with pytest.raises(FileNotFoundError, match="quick"):
         load_budget("nope")
+
+
+@pytest.mark.parametrize("encoder,metrics,expect", [
+    ("InceptionTokenEncoder", ["fid", "fd_dinov2"], "TF-2015 Inception, the same network that computes fid"),
+    ("DINOv2TokenEncoder", ["fid", "fd_dinov2"], "aligns to DINOv2 features"),
+    ("DINOv2TokenEncoder", ["fid"], None),          # Inception metrics are independent of DINOv2
+    ("CrepeTokenEncoder", ["fd_aisfx"], None),
+])
+def test_repa_caveat_follows_the_encoder_the_run_really_used(tmp_path, encoder, metrics, expect):
+    import json
+
+    from evals.suite.aggregate import Run
+    from evals.suite.report import _repa_caveat
+
+    (tmp_path / "encoder.json").write_text(json.dumps({"class": encoder}))
+    text = _repa_caveat([Run("image", "repa", 0, tmp_path)], "image", metrics)
+    assert (text is None) if expect is None else (expect in text)
