@@ -88,7 +88,13 @@ def build(cfg: DictConfig) -> dict:
     m = cfg.model
     model = SiT(in_channels=tokenizer.token_dim, hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads,
                 mlp_ratio=m.mlp_ratio, num_classes=dataset.num_classes, learn_sigma=m.learn_sigma,
-                pos_axes=list(cfg.modality.pos_axes), grad_checkpointing=m.grad_checkpointing)
+                pos_axes=list(cfg.modality.pos_axes), grad_checkpointing=m.grad_checkpointing,
+                prediction=m.get("prediction", "v"))
+    if model.prediction == "v" and model.in_channels > model.hidden_size:
+        log.warning("model.prediction=v with %d-value tokens and hidden_size=%d: the patch embedding cannot carry "
+                    "the noise, so the velocity loss plateaus and samples stay noisy; use model.prediction=x "
+                    "(or auto), a smaller modality.tokenizer.patch or a wider model", model.in_channels,
+                    model.hidden_size)
     extra = {}
     if "encoder" in cfg.method:
         extra["encoder"] = instantiate(cfg.method.encoder, in_dim=tokenizer.token_dim)
@@ -268,7 +274,8 @@ def main(cfg: DictConfig) -> dict:
         skipped.merge_spools(sorted(run_dir.glob("skipped_in_workers_rank*.jsonl")))
     report_summary = {
         "modality": cfg.modality.name, "method": cfg.method.name, "model": cfg.model.name,
-        "parameters": f"{n_params / 1e6:.2f} M", "steps": summary["steps"], "batch size": train_cfg.batch_size,
+        "parameters": f"{n_params / 1e6:.2f} M", "prediction": parts["model"].prediction,
+        "steps": summary["steps"], "batch size": train_cfg.batch_size,
         "wall time (this run)": f"{summary['wall_s']:.1f} s", "samples/s": summary["samples_per_s"],
         "sampler": f"{sampler_cfg.method}, {sampler_cfg.num_steps} steps, cfg {sampler_cfg.cfg_scale}",
         "dataset": f"{len(parts['dataset'])} items, {len(skipped)} skipped", "commit": git_commit(),

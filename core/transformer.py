@@ -152,6 +152,15 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
+def token_time(t: Tensor, group: Tensor | None, num_tokens: int) -> Tensor:
+    """The level of every token, ``(B, N, 1)``, from ``t`` of shape (B,), (B, N) or (B, G) + group."""
+    if group is not None:
+        return t.gather(1, group).unsqueeze(-1)
+    if t.dim() == 1:
+        return t[:, None, None].expand(-1, num_tokens, 1)
+    return t.unsqueeze(-1)
+
+
 class SiT(nn.Module):
     """Token-sequence SiT with per-token timestep conditioning.
 
@@ -163,6 +172,13 @@ class SiT(nn.Module):
             compatibility with SiT/REPA/Self-Flow releases; the extra C are unused).
         pos_axes: coordinate axes used by the fixed sin-cos positional embedding.
         grad_checkpointing: recompute block activations in backward to save memory.
+        prediction: what the final layer emits. ``v`` (the paper's, SiT's): the velocity itself.
+            ``x``: clean tokens x0_hat, turned into the velocity ``(x_t - x0_hat) / max(t, t_min)``
+            inside ``forward`` (JiT, Li & He 2025), so objectives and samplers see a velocity either
+            way. Use ``x`` when a token is wider than the model (``in_channels > hidden_size``): the
+            linear patch embedding cannot carry the token's noise, so a v-prediction network
+            plateaus at the noise it cannot see (its samples stay noise), while x0 lies on a
+            low-dimensional data manifold that fits through. ``auto`` picks ``x`` exactly then.
     """
 
     def __init__(
@@ -176,8 +192,15 @@ class SiT(nn.Module):
         learn_sigma: bool = False,
         pos_axes: Sequence[str] = ("width", "height"),
         grad_checkpointing: bool = False,
+        prediction: str = "v",
+        t_min: float = 0.05,
     ):
         super().__init__()
+        if prediction == "auto":
+            prediction = "x" if in_channels > hidden_size else "v"
+        if prediction not in ("v", "x"):
+            raise ValueError(f"model.prediction={prediction!r}: must be v, x or auto")
+        self.prediction, self.t_min = prediction, float(t_min)
         self.in_channels = in_channels
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.hidden_size = hidden_size
@@ -277,8 +300,10 @@ class SiT(nn.Module):
                 feats[i] = h
         if stop_after is not None:
             return None, feats
-        out = self.final_layer(h, cond)  # (B, N, out_channels)
-        return out[..., : self.in_channels], feats
+        out = self.final_layer(h, cond)[..., : self.in_channels]  # (B, N, C)
+        if self.prediction == "x":  # x0_hat -> velocity: x_t = (1 - t) x0 + t eps  =>  v = (x_t - x0) / t
+            out = (x - out) / token_time(t, group, N).clamp_min(self.t_min)
+        return out, feats
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor, coords: Tensor, group: Tensor | None = None,
                 attn_mask: Tensor | None = None, features_at: Sequence[int] = (), stop_after: int | None = None,

@@ -170,3 +170,68 @@ def test_channel_mismatch_is_a_clear_error():
     model = _model()
     with pytest.raises(ValueError, match="in_channels"):
         model(torch.randn(1, 16, 7, dtype=torch.float64), torch.rand(1), torch.tensor([0]), _coords())
+
+
+@pytest.mark.parametrize("time_kind", ["scalar", "per_token", "grouped"])
+def test_x_prediction_returns_the_velocity_of_its_clean_estimate(time_kind):
+    """prediction=x: forward = (x_t - x0_hat) / max(t, t_min), x0_hat being the v-model's raw output."""
+    v_model, x_model = _model(seed=1), _model(seed=1, prediction="x")
+    x_model.load_state_dict(v_model.state_dict())
+    B, coords = 3, _coords()
+    N = coords.shape[0]
+    x, y = torch.randn(B, N, 12, dtype=torch.float64), torch.tensor([0, 2, 4])
+    group = None
+    if time_kind == "scalar":
+        t = torch.tensor([0.01, 0.5, 0.9], dtype=torch.float64)  # 0.01 < t_min: clamped
+        t_tok = t[:, None].expand(B, N)
+    elif time_kind == "per_token":
+        t = torch.rand(B, N, dtype=torch.float64) * 0.9 + 0.05
+        t_tok = t
+    else:  # DTS: two levels per sample and a token->level index
+        t = torch.tensor([[0.2, 0.7], [0.3, 0.6], [0.1, 0.95]], dtype=torch.float64)
+        group = torch.randint(0, 2, (B, N))
+        t_tok = t.gather(1, group)
+    with torch.no_grad():
+        x0_hat = v_model(x, t, y, coords, group=group)  # same weights: the raw final-layer output
+        v = x_model(x, t, y, coords, group=group)
+    torch.testing.assert_close(v, (x - x0_hat) / t_tok.clamp_min(0.05)[..., None])
+
+
+def test_prediction_auto_follows_the_token_width():
+    assert SiT(in_channels=48, hidden_size=64, depth=1, num_heads=2, prediction="auto").prediction == "v"
+    assert SiT(in_channels=192, hidden_size=64, depth=1, num_heads=2, prediction="auto").prediction == "x"
+    with pytest.raises(ValueError, match="model.prediction"):
+        SiT(in_channels=12, hidden_size=32, depth=1, num_heads=2, prediction="eps")
+
+
+def test_x_prediction_learns_what_v_prediction_cannot_through_a_narrow_embedding():
+    """Tokens of 48 values on a 1-D manifold, a 16-wide model: at t = 0.9 the v-model must pass 48-d
+    noise through 16 dims and stalls near the noise variance; the x-model only has to place x0."""
+    from core.objectives import FlowMatchingObjective
+    from core.path import TimeDistribution, interpolate, velocity_target
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(1, 48, generator=g)
+
+    def data(n):  # one scalar per token, spread over 48 values
+        return torch.randn(n, 4, 1, generator=g) @ basis / 7
+
+    coords = PixelPatchTokenizer(image_size=4, channels=3, patch_size=2).coords()  # 4 tokens
+    losses = {}
+    for pred in ("v", "x"):
+        torch.manual_seed(0)
+        model = SiT(in_channels=48, hidden_size=16, depth=2, num_heads=2, num_classes=1, prediction=pred)
+        objective = FlowMatchingObjective(TimeDistribution(), label_dropout=0.0)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(300):
+            loss = objective(model, data(64), torch.zeros(64, dtype=torch.long), coords).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        x0, eps = data(256), torch.randn(256, 4, 48, generator=g)
+        t = torch.full((256,), 0.9)
+        with torch.no_grad():
+            v = model(interpolate(x0, eps, t), t, torch.zeros(256, dtype=torch.long), coords)
+        losses[pred] = float(((v - velocity_target(x0, eps)) ** 2).mean())
+    assert losses["v"] > 0.5  # most of the 48-d noise cannot be represented in 16 dims
+    assert losses["x"] < 0.25 * losses["v"], losses
