@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .embeddings import LabelEmbedder, TimestepEmbedder, sincos_from_coords
+from .path import expand_time
 from .tokens import check_coords
 
 
@@ -150,15 +151,6 @@ class FinalLayer(nn.Module):
     def forward(self, x: Tensor, cond: Conditioning) -> Tensor:
         shift, scale = cond.gather(self.adaLN_modulation(cond.rows)).chunk(2, dim=-1)
         return self.linear(modulate(self.norm_final(x), shift, scale))
-
-
-def token_time(t: Tensor, group: Tensor | None, num_tokens: int) -> Tensor:
-    """The level of every token, ``(B, N, 1)``, from ``t`` of shape (B,), (B, N) or (B, G) + group."""
-    if group is not None:
-        return t.gather(1, group).unsqueeze(-1)
-    if t.dim() == 1:
-        return t[:, None, None].expand(-1, num_tokens, 1)
-    return t.unsqueeze(-1)
 
 
 class SiT(nn.Module):
@@ -302,7 +294,8 @@ class SiT(nn.Module):
             return None, feats
         out = self.final_layer(h, cond)[..., : self.in_channels]  # (B, N, C)
         if self.prediction == "x":  # x0_hat -> velocity: x_t = (1 - t) x0 + t eps  =>  v = (x_t - x0) / t
-            out = (x - out) / token_time(t, group, N).clamp_min(self.t_min)
+            t_tok = t.gather(1, group) if group is not None else t  # (B,) or (B, N)
+            out = (x - out) / expand_time(t_tok, x).clamp_min(self.t_min)
         return out, feats
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor, coords: Tensor, group: Tensor | None = None,
