@@ -105,9 +105,20 @@ def _sde_drift(velocity: GuidedVelocity, x: Tensor, t: float, norm: float) -> tu
     return -v + w * score, w  # drift along SiT time s = 1 - t
 
 
+def sde_grid(num_steps: int, last_step: float, shift: float = 1.0) -> Tensor:
+    """The SDE's ``num_steps`` time points from 1 down to ``last_step`` (float64).
+
+    A uniform grid u from 1 to 0 is warped by the sampling shift s(alpha, u) of Eq. 8 and mapped
+    affinely onto [last_step, 1], so the final deterministic step is ``last_step`` for every shift
+    (warping the endpoint itself would turn 0.04 into 0.111 at shift 3). With shift 1 this is
+    exactly SiT's uniform grid from 1 to last_step.
+    """
+    u = torch.linspace(1.0, 0.0, num_steps, dtype=torch.float64)
+    return last_step + (1.0 - last_step) * time_shift(u, shift)
+
+
 def _sde(velocity: GuidedVelocity, x: Tensor, cfg: SamplerConfig, generator) -> Tensor:
-    # Uniform grid in t from 1 to last_step (num_steps points), optionally warped by the shift.
-    grid = time_shift(torch.linspace(1.0, cfg.last_step, cfg.num_steps, dtype=torch.float64), cfg.shift).tolist()
+    grid = sde_grid(cfg.num_steps, cfg.last_step, cfg.shift).tolist()
     for t_cur, t_next in zip(grid[:-1], grid[1:]):
         ds = t_cur - t_next
         drift, w = _sde_drift(velocity, x, t_cur, cfg.diffusion_norm)

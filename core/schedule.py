@@ -4,7 +4,9 @@ Per sample: draw t and s i.i.d. from p(t) (not sorted: either may be the cleaner
 each token's marginal equal to p(t)); draw a token mask M (Bernoulli with ratio R_M, or an exact
 count as in the SRA ablation code); token i gets tau_i = s if i in M else t (Eq. 4); the input is
 x_tau = diag(1 - tau) x0 + diag(tau) eps with one shared noise draw (Eq. 5). The EMA teacher sees
-every token at tau_min = min(t, s) with the *same* x0 and eps (Section 3.4).
+every token at tau_min = min_i tau_i, the cleanest level any token actually has, with the *same* x0
+and eps (Section 3.4). This is min(t, s) unless no token was masked (then every token is at t and
+tau_min = t, not the unused s).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class DualTimesteps:
         levels: ``(B, 2)`` the two noise levels ``[t, s]`` of each sample.
         group: ``(B, N)`` long, 0 for tokens at ``t`` and 1 for masked tokens at ``s``.
         tau: ``(B, N)`` per-token timesteps, ``levels.gather(1, group)`` (Eq. 4).
-        tau_min: ``(B,)`` ``min(t, s)``, the teacher's level.
+        tau_min: ``(B,)`` ``min_i tau_i`` over the sample's tokens, the teacher's level (paper:
+            tau_min = min(tau)); equals ``min(t, s)`` whenever the mask is neither empty nor full.
     """
 
     levels: Tensor
@@ -71,7 +74,8 @@ def sample_dual_timesteps(
     levels = p_t.sample((batch, 2), generator=generator, device=device, rng=rng)  # (B, 2): [t, s], unsorted
     group = sample_token_mask(batch, num_tokens, ratio, mode, generator, device, rng).long()  # (B, N)
     tau = levels.gather(1, group)  # (B, N)
-    return DualTimesteps(levels=levels, group=group, tau=tau, tau_min=levels.min(dim=1).values)
+    # Over the tokens, not the two drawn levels: a sample with an empty mask has no token at s.
+    return DualTimesteps(levels=levels, group=group, tau=tau, tau_min=tau.min(dim=1).values)
 
 
 def teacher_time(dts: DualTimesteps, rule: str = "min") -> Tensor:

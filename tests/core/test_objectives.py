@@ -63,7 +63,7 @@ def test_selfflow_step_matches_an_independent_computation():
     levels = torch.rand(B, 2)
     mask = torch.rand(B, N) < 0.25
     tau = torch.where(mask, levels[:, 1:], levels[:, :1]).double()
-    tau_min = levels.min(1).values.double()
+    tau_min = tau.min(1).values  # over the tokens (= min(t, s) unless the mask is empty)
 
     (s_call,), (t_call,) = student_calls, teacher_calls
     x_tau = (1 - tau[..., None]) * x0 + tau[..., None] * eps

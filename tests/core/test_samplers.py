@@ -97,3 +97,24 @@ def test_cfg_combines_conditional_and_null_velocities():
 def test_bad_sampler_config_names_the_key(kw, key):
     with pytest.raises(ValueError, match=key):
         SamplerConfig(**kw)
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0, 6.93])
+def test_sde_with_a_sampling_shift_keeps_last_step_and_reaches_the_data(shift):
+    # The shift warps the interior of the grid only: the deterministic final step stays last_step
+    # (warping the endpoint made it 0.111 at shift 3 and 0.224 at 6.93, the paper's audio setting).
+    x, nfe, model = _run("sde", 250, shift=shift)
+    ts = [t for _, t in model.calls]
+    assert nfe == 250 and ts[0] == 1.0 and abs(ts[-1] - 0.04) < 1e-12
+    assert all(a > b for a, b in zip(ts, ts[1:]))
+    torch.testing.assert_close(x.mean(0), MU, rtol=0, atol=0.04)
+    torch.testing.assert_close(x.std(0), STD, rtol=0.08, atol=0)
+
+
+def test_sde_grid_shift_spends_steps_near_noise():
+    from core.samplers import sde_grid
+
+    plain, shifted = sde_grid(50, 0.04, 1.0), sde_grid(50, 0.04, 3.0)
+    torch.testing.assert_close(plain, torch.linspace(1.0, 0.04, 50, dtype=torch.float64), rtol=0, atol=1e-15)
+    assert shifted[0] == 1.0 and shifted[-1] == plain[-1]
+    assert (shifted[1:-1] > plain[1:-1]).all()

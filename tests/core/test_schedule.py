@@ -37,9 +37,13 @@ def test_dts_statistics(p_t):
     t, s = dts.levels[:, 0], dts.levels[:, 1]
     # unsorted: either level is the cleaner one half of the time
     assert abs((t < s).float().mean().item() - 0.5) < 0.02
-    # tau follows Eq. 4 and tau_min is the per-sample minimum
+    # tau follows Eq. 4 and tau_min is the per-sample minimum over the tokens: min(t, s) when both
+    # levels occur, t when no token was masked (about 0.75^16 = 1 % of samples here)
     assert torch.equal(dts.tau, torch.where(dts.mask, s[:, None], t[:, None]))
-    assert torch.equal(dts.tau_min, torch.minimum(t, s))
+    used = dts.mask.any(1) & (~dts.mask).any(1)
+    assert torch.equal(dts.tau_min[used], torch.minimum(t, s)[used])
+    assert torch.equal(dts.tau_min[~dts.mask.any(1)], t[~dts.mask.any(1)])
+    assert (~dts.mask.any(1)).sum() > 50
     # the per-token marginal of tau equals p(t): compare quantiles with direct draws from p(t)
     direct = p_t.sample((B * N,), generator=torch.Generator().manual_seed(5))
     qs = torch.linspace(0.05, 0.95, 19)
@@ -47,6 +51,18 @@ def test_dts_statistics(p_t):
                                rtol=0, atol=0.01)
     # whereas tau_min does not follow p(t): it is stochastically smaller
     assert dts.tau_min.mean() < direct.mean() - 0.05
+
+
+def test_tau_min_is_a_level_some_token_has():
+    # An empty mask leaves every token at t: the teacher must see t, even when the unused s is smaller.
+    torch.manual_seed(0)
+    dts = sample_dual_timesteps(4000, 3, TimeDistribution(), 0.1)
+    empty = ~dts.mask.any(1)
+    assert empty.sum() > 100  # 0.9^3 of the samples
+    t, s = dts.levels[:, 0], dts.levels[:, 1]
+    assert (s[empty] < t[empty]).any()  # cases where min(t, s) would have been wrong
+    torch.testing.assert_close(dts.tau_min[empty], t[empty], rtol=0, atol=0)
+    assert (dts.tau_min[:, None] == dts.tau).any(1).all()
 
 
 def test_teacher_time_rules():
