@@ -206,7 +206,8 @@ def sample_task(cfg: DictConfig) -> dict:
     device = torch.device(f"cuda:{info.local_rank}" if use_cuda else "cpu")
     model, conv = load_pretrained(ck.path, ck.get("layout", "ours"), prefer=ck.get("prefer", "ema"),
                                   strict=bool(ck.get("strict", True)), patch_size=int(cfg.model.patch_size),
-                                  pos_axes=list(cfg.modality.pos_axes), num_heads=int(cfg.model.num_heads))
+                                  pos_axes=list(cfg.modality.pos_axes), num_heads=int(cfg.model.num_heads),
+                                  prediction=cfg.model.get("prediction", "auto"))  # our checkpoints' stored values win
     tokenizer = instantiate(cfg.modality.tokenizer)
     if conv.tokenizer_state is not None:  # our checkpoints carry fitted tokenizer buffers
         tokenizer.load_state_dict(conv.tokenizer_state)

@@ -287,6 +287,34 @@ def build_model(sd: dict[str, Tensor], patch_size: int = 2, strict: bool = True,
     return model
 
 
+# Constructor arguments that the weight shapes do not reveal; our checkpoints store them.
+STORED_ONLY_KWARGS = ("num_heads", "pos_axes", "prediction", "t_min")
+
+
+def restore_model_config(stored: dict, requested: dict, info: ConvertInfo) -> dict:
+    """Merge a checkpoint's stored :meth:`SiT.arch_config` with the caller's keyword arguments.
+
+    The stored values of :data:`STORED_ONLY_KWARGS` win: they are what the weights were trained
+    with. A caller value that disagrees (typically the sampling config's defaults) is replaced,
+    and the replacement is recorded in ``info.notes``. Shape-bearing arguments are still checked
+    against the tensors by :func:`build_model`.
+    """
+    merged = dict(requested)
+    for key in STORED_ONLY_KWARGS:
+        if key not in stored:
+            continue
+        value = stored[key]
+        asked = requested.get(key)
+        if asked is not None and asked != "auto" and _plain(asked) != _plain(value):
+            info.notes.append(f"{key}: the checkpoint's {value!r} replaces the requested {asked!r}")
+        merged[key] = tuple(value) if key == "pos_axes" else value
+    return merged
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 def load_pretrained(path: str | Path, layout: str = "ours", prefer: str | None = None, strict: bool = True,
                     keep_projector: bool = False, patch_size: int = 2, pos_axes=("width", "height"),
                     map_location="cpu", **model_kwargs) -> tuple[SiT, ConvertInfo]:
@@ -315,6 +343,10 @@ def load_pretrained(path: str | Path, layout: str = "ours", prefer: str | None =
     info.nested_under = [k for k in nesting if k != "module."]
     if layout == "ours" and isinstance(top.get("tokenizer"), dict):
         info.tokenizer_state = top["tokenizer"]
+    model_kwargs = {**model_kwargs, "pos_axes": tuple(pos_axes)}
+    if layout == "ours" and isinstance(top.get("model_config"), dict):
+        model_kwargs = restore_model_config(top["model_config"], model_kwargs, info)
+    pos_axes = model_kwargs.pop("pos_axes")
     sd, info = convert_state_dict(sd, layout, patch_size, tuple(pos_axes), keep_projector, info)
     model = build_model(sd, patch_size=patch_size, strict=strict, info=info, pos_axes=tuple(pos_axes), **model_kwargs)
     return model.eval(), info

@@ -250,6 +250,7 @@ class Trainer:
             "ema": ema,
             "objective": objective,
             "tokenizer": self.tokenizer.state_dict(),
+            "model_config": self.model.arch_config(),  # what the shapes cannot tell (prediction, heads, ...)
             "optimizer": optimizer,
             "optimizer_format": "fsdp_full" if self.fsdp else "torch",
             "scheduler": self.scheduler.state_dict(),

@@ -200,6 +200,7 @@ class SiT(nn.Module):
         self.num_classes = num_classes
         self.pos_axes = tuple(pos_axes)
         self.grad_checkpointing = grad_checkpointing
+        self.num_heads, self.mlp_ratio, self.learn_sigma = num_heads, float(mlp_ratio), learn_sigma
 
         self.x_embedder = nn.Linear(in_channels, hidden_size)  # tokens arrive patchified
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -208,6 +209,18 @@ class SiT(nn.Module):
         self.final_layer = FinalLayer(hidden_size, self.out_channels)
         self._pos_cache: tuple[tuple, Tensor, Tensor] | None = None
         self.initialize_weights()
+
+    def arch_config(self) -> dict:
+        """Every constructor argument, JSON-friendly, with ``prediction`` resolved (never ``auto``).
+
+        Checkpoints store this because several arguments leave no trace in the weight shapes
+        (``prediction``, ``t_min``, ``pos_axes``, ``num_heads``): rebuilding from shapes alone
+        would, e.g., sample an x-prediction model as if it emitted the velocity.
+        """
+        return {"in_channels": self.in_channels, "hidden_size": self.hidden_size, "depth": self.depth,
+                "num_heads": self.num_heads, "mlp_ratio": self.mlp_ratio, "num_classes": self.num_classes,
+                "learn_sigma": self.learn_sigma, "pos_axes": list(self.pos_axes), "prediction": self.prediction,
+                "t_min": self.t_min}
 
     def initialize_weights(self):
         """DiT initialisation: xavier Linear layers, N(0, 0.02) embedders, adaLN-Zero."""

@@ -241,3 +241,23 @@ def test_extract_state_dict_errors():
     sd, path, _ = extract_state_dict({"module.a": torch.zeros(1)})
     assert list(sd) == ["a"] and path == ["module."]
     assert ConvertInfo(layout="sit").summary()["layout"] == "sit"
+
+
+def test_ours_layout_restores_what_shapes_cannot_tell(tmp_path):
+    # An x-prediction model with 3 heads, a custom t_min and swapped position axes: none of this is in
+    # the weight shapes, so a checkpoint without model_config would be rebuilt as v / 2 heads.
+    torch.manual_seed(0)
+    model = SiT(in_channels=TOKEN, hidden_size=24, depth=DEPTH, num_heads=3, num_classes=CLASSES,
+                prediction="x", t_min=0.1, pos_axes=("height", "width"))
+    sd = model.state_dict()
+    torch.save({"ema": {"model": sd, "num_updates": 1}, "model_config": model.arch_config()}, tmp_path / "ckpt.pt")
+    loaded, info = load_pretrained(tmp_path / "ckpt.pt", "ours", num_heads=2, prediction="v")  # sampling-config defaults
+    assert loaded.arch_config() == model.arch_config()
+    assert any("prediction" in n for n in info.notes) and any("num_heads" in n for n in info.notes)
+    x, t, y = torch.randn(2, N, TOKEN), torch.rand(2), torch.tensor([1, 2])
+    torch.testing.assert_close(loaded(x, t, y, coords()), model(x, t, y, coords()), rtol=0, atol=0)
+    # without the stored config the same weights give another velocity: the bug this guards against
+    torch.save({"ema": {"model": sd, "num_updates": 1}}, tmp_path / "legacy.pt")
+    legacy, _ = load_pretrained(tmp_path / "legacy.pt", "ours", num_heads=3, pos_axes=("height", "width"))
+    assert legacy.prediction == "v"
+    assert not torch.allclose(legacy(x, t, y, coords()), model(x, t, y, coords()))
