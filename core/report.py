@@ -35,11 +35,51 @@ def plot_losses(metrics: list[dict], path: Path) -> Path | None:
     return path
 
 
+def eval_curves(metrics: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """Metric -> [(step, value)] from the evaluation records of ``metrics.jsonl``.
+
+    Evaluation hooks log their numbers as records without a training loss; a metric measured at
+    fewer than two steps has no curve.
+    """
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for m in metrics:
+        if "loss" in m or "step" not in m:
+            continue
+        for key, value in m.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                curves.setdefault(key, []).append((int(m["step"]), float(value)))
+    return {k: sorted(v) for k, v in curves.items() if len({s for s, _ in v}) >= 2}
+
+
+def plot_eval_metrics(metrics: list[dict], path: Path, max_panels: int = 9) -> Path | None:
+    """One panel per evaluation metric against the step (when periodic evaluation ran)."""
+    curves = eval_curves(metrics)
+    if not curves:
+        return None
+    names = sorted(curves)[:max_panels]
+    cols = min(3, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), dpi=100, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        steps, values = zip(*curves[name])
+        ax.plot(steps, values, marker="o")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def write_report(run_dir: Path, title: str, summary: dict, metrics: list[dict], assets: dict[str, Path],
                  evals: list[dict] | None = None, notes: list[str] | None = None) -> Path:
-    """Write ``report.md`` (and ``loss.png``) into ``run_dir``; asset paths are linked relatively."""
+    """Write ``report.md`` (and ``loss.png``, ``metrics.png``) into ``run_dir``; asset paths are linked relatively."""
     run_dir = Path(run_dir)
     loss_png = plot_losses(metrics, run_dir / "loss.png")
+    metrics_png = plot_eval_metrics(metrics, run_dir / "metrics.png")
     lines = [f"# {title}", ""]
     lines += ["## Summary", "", "| key | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in summary.items()]
@@ -63,6 +103,8 @@ def write_report(run_dir: Path, title: str, summary: dict, metrics: list[dict], 
             shown = _fmt(value) if value is not None else f"unavailable: {result.get('reason', 'unknown')}"
             protocol = {k: v for k, v in result.items() if k not in ("metric", "value", "reason")}
             lines.append(f"- **{result.get('metric')}** = {shown}  \n  protocol: `{json.dumps(protocol, default=str)}`")
+    if metrics_png:
+        lines += ["", "### Metrics during training", "", "![metrics against the training step](metrics.png)"]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     lines += ["", "Resolved configuration: `config.yaml`; per-step metrics: `metrics.jsonl`.", ""]

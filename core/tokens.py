@@ -58,7 +58,12 @@ class Tokenizer(nn.Module, ABC):
 
 
 class SampleWriter(ABC):
-    """Writes decoded samples (the output of :meth:`Tokenizer.decode`) into a run directory."""
+    """Writes decoded samples (the output of :meth:`Tokenizer.decode`) into a run directory.
+
+    ``media`` (``image``, ``video``, ``audio`` or ``none``) tells live loggers how to show samples.
+    """
+
+    media = "none"
 
     @abstractmethod
     def write(self, samples: Tensor, labels: Tensor | None, out_dir: Path, stem: str) -> dict[str, Path]:

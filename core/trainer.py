@@ -8,6 +8,7 @@ therefore produces bit-identical parameters to an uninterrupted one on CPU.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import resource
@@ -28,6 +29,7 @@ from .checkpoint import (capture_rng_state, load_checkpoint, remove_stale_temp_f
                          save_checkpoint)
 from .distributed import BatchRandom
 from .ema import EMA
+from .loggers import NullLogger, make_logger
 from .samplers import SamplerConfig, sample
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class TrainConfig:
     fsdp: bool = False
     resume: str | None = None
     progress: bool = True
+    logger: str = "none"        # none | tensorboard | wandb (offline): live view beside metrics.jsonl
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -211,6 +214,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.sample_assets: dict[str, Path] = {}
+        self.live = NullLogger()  # train.logger, opened by fit() once the start step is known
 
     # ------------------------------------------------------------------ state
 
@@ -357,13 +361,16 @@ class Trainer:
                 log.warning("removed %s, left by a checkpoint write that was interrupted", path)
         if self.cfg.resume:
             self.load(self.cfg.resume)
+        if isinstance(self.live, NullLogger):  # stays open for the final samples/eval after fit()
+            self.live = make_logger(self.cfg.logger, self.run_dir, enabled=self.dist.is_main, start_step=self.step)
+            atexit.register(self.live.close)
         previous = signal.signal(signal.SIGTERM, self._on_signal) if _main_thread() else None
         sums: dict[str, float] = defaultdict(float)
         count, t_log, t_start, steps_done = 0, time.perf_counter(), time.perf_counter(), 0
         hook_s = eval_total = 0.0  # time in sampling/eval hooks: not training time
         self.model.train()
         self.objective.train()
-        bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not self.cfg.progress, mininterval=2.0,
+        bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not (self.cfg.progress and self.dist.is_main), mininterval=2.0,
                    dynamic_ncols=True, desc="train")
         try:
             batches = iter(self._loader())
@@ -433,6 +440,7 @@ class Trainer:
         record = {k: (float(v) if isinstance(v, (torch.Tensor, float)) else v) for k, v in record.items()}
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record, allow_nan=True) + "\n")
+        self.live.log_scalars(int(record.get("step", self.step)), record)
 
     def run_hooks(self) -> dict:
         results = {}
@@ -485,6 +493,8 @@ class Trainer:
             return {}
         assets = self.writer.write(samples, labels, self.run_dir / "samples", stem)
         self.sample_assets = assets
+        self.live.log_samples(self.step, samples, getattr(self.writer, "media", "none"),
+                              sample_rate=getattr(self.writer, "sample_rate", None), fps=getattr(self.writer, "fps", None))
         return assets
 
 

@@ -248,6 +248,8 @@ def to_uint8(images: Tensor) -> Tensor:
 class ImageGridWriter(SampleWriter):
     """Writes one PNG grid of all samples (rows ordered as given)."""
 
+    media = "image"  # what a live logger (core/loggers.py) shows these samples as
+
     def __init__(self, nrow: int | None = None, padding: int = 2):
         self.nrow, self.padding = nrow, padding
 

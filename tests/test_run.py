@@ -173,3 +173,19 @@ def test_experiment_configs_compose_with_the_paper_protocol(compose, name):
         assert cfg.sample.cfg_scale == 1.8 and cfg.sample.guidance_high == 0.7
     else:
         assert cfg.sample.cfg_scale == 1.0
+
+
+@pytest.mark.slow
+def test_tensorboard_logger_mirrors_metrics_jsonl(compose, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run.main(compose(SMALL + ["train.logger=tensorboard", "train.log_every=2", "train.sample_every=3",
+                              f"run_dir={tmp_path}"]))
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+    events = acc.Scalars("loss")  # TensorBoard stores float32
+    assert [e.step for e in events] == [m["step"] for m in logged]
+    assert all(abs(e.value - m["loss"]) <= 1e-6 * abs(m["loss"]) for e, m in zip(events, logged))
+    assert sorted({e.step for e in acc.Images("samples")}) == [3, 6]

@@ -21,6 +21,8 @@ class AudioSampleWriter(SampleWriter):
         per_clip: also write ``<out_dir>/<stem>_clips/<i>_c<label>.wav`` (file-based evaluators).
     """
 
+    media = "audio"  # what a live logger (core/loggers.py) shows these samples as
+
     def __init__(self, sample_rate: int = 16000, gap_s: float = 0.25, max_plot: int = 8, n_fft: int = 1024,
                  hop_length: int = 128, n_mels: int = 64, per_clip: bool = True):
         self.sample_rate, self.gap_s, self.max_plot, self.per_clip = int(sample_rate), gap_s, max_plot, per_clip

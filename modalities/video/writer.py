@@ -40,6 +40,8 @@ class VideoSampleWriter(SampleWriter):
             file-based evaluators and for looking at single samples).
     """
 
+    media = "video"  # what a live logger (core/loggers.py) shows these samples as
+
     def __init__(self, fps: float = 8.0, max_grid: int = 16, strip_rows: int = 8, scale: int = 4,
                  per_clip: bool = True):
         self.fps, self.max_grid, self.strip_rows, self.scale, self.per_clip = fps, max_grid, strip_rows, scale, per_clip
