@@ -30,7 +30,7 @@ from core.path import TimeDistribution  # noqa: E402
 from core.trainer import Trainer, TrainConfig  # noqa: E402
 from core.transformer import SiT  # noqa: E402
 from evals.dinov2 import DINOv2  # noqa: E402
-from evals.suite.encoders import DINOv2TokenEncoder  # noqa: E402
+from app.repa_encoders import DINOv2TokenEncoder  # noqa: E402
 from modalities.image import PixelPatchTokenizer  # noqa: E402
 
 

@@ -163,11 +163,12 @@ class Trainer:
     sample_seed: int = 0
     hooks: list[Callable] = field(default_factory=list)
     config_fingerprint: dict = field(default_factory=dict)
+    device: torch.device | None = None  # None: pick_device(cfg.device, local rank)
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
         self.dist = dist_utils.current()
-        self.device = pick_device(self.cfg.device, self.dist.local_rank)
+        self.device = torch.device(self.device) if self.device is not None else pick_device(self.cfg.device, self.dist.local_rank)
         if self.cfg.tf32 and self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
