@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from core.io_utils import cache_dir
 from core.samplers import SamplerConfig
 
 
@@ -38,7 +37,7 @@ class EvalHook:
             protocol["nfe"] = nfe
             metrics = None if cfg.eval.metrics == "auto" else list(cfg.eval.metrics)
             results = evaluate(modality=cfg.modality.name, fake=fake, real=getattr(self.dataset, "root", None),
-                               metrics=metrics, protocol=protocol, cache_dir=Path(cfg.cache_dir).expanduser(),
+                               metrics=metrics, protocol=protocol, cache_dir=cache_dir("stats", root=cfg.cache_dir),
                                sample_rate=OmegaConf.select(cfg, "modality.dataset.sample_rate"),
                                device=str(trainer.device), limit_real=cfg.eval.get("limit_real"),
                                batch_size=int(cfg.eval.get("batch_size", 50)))

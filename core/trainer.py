@@ -28,7 +28,8 @@ from .checkpoint import (capture_rng_state, load_checkpoint, remove_stale_temp_f
                          save_checkpoint)
 from .distributed import BatchRandom
 from .ema import EMA
-from .samplers import SamplerConfig, sample
+from .sample_job import SEED_STRIDE, class_labels, generate_tokens
+from .samplers import SamplerConfig
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def __iter__(self):
         epoch, offset = divmod(self.start_step, self.batches_per_epoch)
         while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
             perm = torch.randperm(self.n, generator=g).tolist()
             for b in range(offset, self.batches_per_epoch):
                 start = b * self.batch_size + self.offset
@@ -457,20 +458,17 @@ class Trainer:
         cfg = sampler_cfg or self.sampler_cfg
         model = self.ema.model
         if labels is None:  # balanced classes, in order, so grids read row by row
-            labels = torch.arange(num_samples) % model.num_classes if model.num_classes > 0 else torch.zeros(num_samples, dtype=torch.long)
+            labels = class_labels(num_samples, model.num_classes, "balanced")
         batch_size = batch_size or max(self.cfg.batch_size, 1)
-        N, C = self.coords.shape[0], self.model.in_channels
         mine, nfe = {}, 0
         # FSDP2 forwards are collectives: every rank must run every batch (no sharding).
         ranks, rank = (1, 0) if self.fsdp else (self.dist.world_size, self.dist.rank)
         for i, start in enumerate(range(0, num_samples, batch_size)):
             if i % ranks != rank:
                 continue
-            g = torch.Generator(device=self.device).manual_seed(seed * 1_000_003 + i)
-            y = labels[start:start + batch_size].to(self.device)
-            noise = torch.randn((y.shape[0], N, C), generator=g, device=self.device)
+            y = labels[start:start + batch_size]
             with self._autocast():
-                x, nfe = sample(model, noise, y, self.coords, cfg, generator=g)
+                x, nfe = generate_tokens(model, self.coords, y, cfg, seed, i)
             mine[i] = self.tokenizer.decode(x.float()).cpu()
         parts = [mine] if self.fsdp else dist_utils.gather_objects(mine)
         shards = {i: out for part in parts for i, out in part.items()}

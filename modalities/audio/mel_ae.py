@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from modalities.media_common import atomic_write_bytes
+from core.io_utils import atomic_write_bytes
 
 DOWN = 4  # spatial downsampling of the autoencoder (two stride-2 convolutions)
 
