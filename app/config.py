@@ -35,6 +35,24 @@ def validate(cfg: DictConfig) -> None:
     require(cfg.sample.num_samples >= 1, f"sample.num_samples={cfg.sample.num_samples}: must be >= 1")
     require("objective" in cfg.method and "_target_" in cfg.method.objective,
             "method.objective._target_ is missing; pick method=fm|selfflow|repa or give a target class")
+    families = eval_families()
+    require(cfg.modality.get("eval_family") in families,
+            f"modality.eval_family={cfg.modality.get('eval_family')!r}: must be one of {families}; declare the "
+            f"metric family in configs/modality/<name>.yaml (none = only the modality's own network-free metrics)")
+    from core.sample_job import SAMPLE_KINDS  # noqa: PLC0415
+
+    require(cfg.modality.get("quantize") in SAMPLE_KINDS,
+            f"modality.quantize={cfg.modality.get('quantize')!r}: must be one of {sorted(SAMPLE_KINDS)}; declare how "
+            "samples are stored in configs/modality/<name>.yaml (image/video: uint8 channels-last, none: float)")
+
+
+def eval_families() -> list[str]:
+    """The metric families ``evals`` scores, plus ``none`` (no evaluator network)."""
+    try:
+        from evals.api import METRICS  # noqa: PLC0415 -- optional package
+    except ImportError:
+        return ["none"]
+    return [*METRICS, "none"]
 
 
 def time_distribution(cfg: DictConfig) -> TimeDistribution:

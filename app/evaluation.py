@@ -26,22 +26,28 @@ class EvalHook:
             return {}
         protocol = {"step": step, "sampler": sampler_cfg.method, "num_steps": sampler_cfg.num_steps,
                     "cfg_scale": sampler_cfg.cfg_scale, "sample_shift": sampler_cfg.shift}
-        try:
-            from evals.api import evaluate  # noqa: PLC0415 -- optional, heavy
-        except ImportError as exc:
-            results = [{"metric": "eval", "value": None, "reason": f"evals package unavailable: {exc}"}]
-        else:
-            fake, _, nfe = trainer.generate(int(cfg.eval.num_samples), seed=int(cfg.sample.seed) + 1)  # all ranks
-            if not trainer.dist.is_main:
+        family = cfg.modality.eval_family  # the metric family (validated by app.config.validate)
+        evaluate = None
+        if family != "none":
+            try:
+                from evals.api import evaluate  # noqa: PLC0415 -- optional, heavy
+            except ImportError as exc:
+                results = [{"metric": "eval", "value": None, "reason": f"evals package unavailable: {exc}"}]
+                self.results = results
                 return {}
-            protocol["nfe"] = nfe
+        fake, _, nfe = trainer.generate(int(cfg.eval.num_samples), seed=int(cfg.sample.seed) + 1)  # all ranks
+        if not trainer.dist.is_main:
+            return {}
+        protocol["nfe"] = nfe
+        results = []
+        if evaluate is not None:
             metrics = None if cfg.eval.metrics == "auto" else list(cfg.eval.metrics)
-            results = evaluate(modality=cfg.modality.name, fake=fake, real=getattr(self.dataset, "root", None),
+            results = evaluate(family, fake=fake, real=getattr(self.dataset, "root", None),
                                metrics=metrics, protocol=protocol, cache_dir=cache_dir("stats", root=cfg.cache_dir),
                                sample_rate=OmegaConf.select(cfg, "modality.dataset.sample_rate"),
                                device=str(trainer.device), limit_real=cfg.eval.get("limit_real"),
                                batch_size=int(cfg.eval.get("batch_size", 50)))
-            results += modality_metrics(cfg, fake, self.dataset, protocol)
+        results += modality_metrics(cfg, fake, self.dataset, protocol)
         self.results = results
         return {r["metric"]: r["value"] for r in results if isinstance(r.get("value"), (int, float))}
 

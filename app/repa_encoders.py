@@ -15,7 +15,7 @@ model's token grid so that every model token gets the feature of the region it c
   the paper's baseline (Table 1: "REPA (DINOv2-B)"); needs the ``dinov2`` weight file.
 * :func:`offline_encoder` -- the per-modality default: ``backbone=auto`` means DINOv2 for image /
   video when its weight file is present, else the Inception, and CREPE for audio. Used by
-  ``configs/method/repa_offline.yaml`` with ``modality: ${modality.name}``, so one hydra sweep over
+  ``configs/method/repa_offline.yaml`` with ``modality: ${modality.eval_family}``, so one hydra sweep over
   modalities picks the right network for each.
 
 The networks are registered as submodules (so ``.to(device)`` moves them), but the REPA objective

@@ -47,7 +47,7 @@ def sample_task(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
     summary = run_sampling(
         model, tokenizer.decode, tokenizer.coords(), sampler_config(cfg), int(s.num_samples),
         int(s.get("batch_size", 64)), int(s.seed), out_dir, class_mode=s.get("class_mode", "random"),
-        quantize_mode=s.get("quantize", "round"), save_png=bool(s.get("save_png", False)), autocast_dtype=autocast,
+        quantize_mode=s.get("quantize", "round"), sample_kind=cfg.modality.get("quantize"), save_png=bool(s.get("save_png", False)), autocast_dtype=autocast,
         protocol={"checkpoint": conv.summary(), "model": cfg.model.name, "modality": cfg.modality.name,
                   "commit": git_commit()})
     if is_main:

@@ -81,17 +81,29 @@ def class_labels(num_samples: int, num_classes: int, mode: str = "random", seed:
     return torch.randint(0, num_classes, (num_samples,), generator=torch.Generator().manual_seed(seed))
 
 
-def quantize(samples: Tensor, mode: str = "round") -> np.ndarray:
+SAMPLE_KINDS = {"image": 4, "video": 5, "none": None}  # modality.quantize -> sample rank (None: stays float)
+
+
+def quantize(samples: Tensor, mode: str = "round", kind: str | None = None) -> np.ndarray:
     """Decoded samples in [-1, 1] -> array for the npz.
 
-    Images ``(B, C, H, W)`` and videos ``(B, T, C, H, W)`` with C in {1, 3} become uint8, channels last
-    (``(B, H, W, C)`` is what the ADM evaluator reads); anything else (audio) stays float32 as decoded.
+    ``kind`` is what the modality declares (``modality.quantize``): ``image`` ``(B, C, H, W)`` and
+    ``video`` ``(B, T, C, H, W)`` become uint8, channels last (``(B, H, W, C)`` is what the ADM
+    evaluator reads); ``none`` (audio, anything else) stays float32 as decoded. ``kind=None`` (direct
+    callers without a config) guesses from the shape: rank 4 or 5 with C in {1, 3} is quantised.
     """
     if mode not in QUANTIZE:
         raise ValueError(f"sample.quantize={mode!r}: must be one of {QUANTIZE}")
     x = samples.detach().float().cpu()
-    if x.dim() not in (4, 5) or x.shape[-3] not in (1, 3):
+    if kind is None:
+        kind = {4: "image", 5: "video"}[x.dim()] if x.dim() in (4, 5) and x.shape[-3] in (1, 3) else "none"
+    if kind not in SAMPLE_KINDS:
+        raise ValueError(f"modality.quantize={kind!r}: must be one of {sorted(SAMPLE_KINDS)}")
+    if SAMPLE_KINDS[kind] is None:
         return x.numpy()
+    if x.dim() != SAMPLE_KINDS[kind]:
+        raise ValueError(f"modality.quantize={kind} expects decoded samples of rank {SAMPLE_KINDS[kind]}, got shape "
+                         f"{tuple(x.shape)}; fix modality.quantize (image | video | none)")
     return to_uint8(x, mode).movedim(-3, -1).numpy()
 
 
@@ -146,7 +158,7 @@ def _write_pngs(arr: np.ndarray, start: int, folder: Path) -> None:
 
 def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_samples: int, batch_size: int,
                  seed: int, out_dir: str | os.PathLike, *, num_classes: int | None = None, class_mode: str = "random",
-                 quantize_mode: str = "round", save_png: bool = False, autocast_dtype: torch.dtype | None = None,
+                 quantize_mode: str = "round", sample_kind: str | None = None, save_png: bool = False, autocast_dtype: torch.dtype | None = None,
                  protocol: dict | None = None, merge: bool = True) -> dict:
     """Generate ``num_samples`` samples, resumably and rank-sharded; rank 0 merges them. Call on every rank.
 
@@ -160,7 +172,8 @@ def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_
         seed: batch ``i`` uses ``batch_seed(seed, i)``; labels use ``seed``.
         out_dir: job directory (see module doc); existing finished shards with the same protocol are kept.
         num_classes: label range (default ``model.num_classes``); class_mode: ``random`` | ``balanced``.
-        quantize_mode: ``round`` | ``floor`` (see module doc); save_png: also write ``images/NNNNNN.png``.
+        quantize_mode: ``round`` | ``floor`` (see module doc); sample_kind: ``modality.quantize`` (image | video |
+            none; None guesses from the shape); save_png: also write ``images/NNNNNN.png``.
         autocast_dtype: e.g. ``torch.bfloat16`` to sample under autocast (GPU).
         protocol: extra provenance stored in ``sample.json`` and the manifest (e.g. checkpoint info).
         merge: write ``samples_<N>.npz`` (rank 0).
@@ -212,7 +225,7 @@ def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_
             continue
         with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             x, nfe = generate_tokens(model, coords, y, sampler_cfg, seed, i)
-            arr = quantize(decode(x.float()), quantize_mode)
+            arr = quantize(decode(x.float()), quantize_mode, sample_kind)
         if save_png:
             _write_pngs(arr, start, out_dir / "images")
         atomic_write(path, lambda f, a=arr, yy=y: np.savez(f, samples=a, labels=yy.numpy(), start=np.int64(start),
