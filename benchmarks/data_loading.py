@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common  # noqa: E402,F401 -- puts the repository on sys.path
+from _common import REPO  # noqa: E402
 
 
 def rate(fn, n: int, min_s: float = 0.0) -> float:

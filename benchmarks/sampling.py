@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common  # noqa: E402,F401 -- puts the repository on sys.path
+from _common import REPO  # noqa: E402
 
 from core.convert import load_pretrained  # noqa: E402
 from core.io_utils import to_uint8  # noqa: E402
