@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from app.config import ConfigError  # noqa: F401 -- re-exported: `run.ConfigError`
-from app.tasks import main  # noqa: F401 -- re-exported: `run.main(cfg)` for tests and the suite
+from app.tasks import main  # noqa: F401 -- re-exported: `run.main(cfg)` (tests, scripts)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
