@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import subprocess
 import sys
 import types
 from dataclasses import dataclass
@@ -51,14 +50,10 @@ def resolve_path(path: str | None) -> Path | None:
 
 
 def _git_commit(path: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
+    from core.io_utils import git_commit
+
+    commit = git_commit(short=12, cwd=path)
+    return None if commit == "unknown" else commit
 
 
 def _stub(name: str, **attrs) -> types.ModuleType:

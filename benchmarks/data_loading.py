@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common  # noqa: E402,F401 -- puts the repository on sys.path
+from _common import REPO  # noqa: E402
 
 
 def rate(fn, n: int, min_s: float = 0.0) -> float:
@@ -78,13 +78,13 @@ def step_rate(cfg, parts, steps: int) -> float:
     """Training samples/s of ``Trainer.train_step`` on a fixed batch (data loading excluded)."""
     from omegaconf import OmegaConf
 
-    import run
+    from app.config import sampler_config
     from core.trainer import Trainer, TrainConfig
 
     train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(model=parts["model"], objective=parts["objective"], tokenizer=parts["tokenizer"],
-                          dataset=parts["dataset"], cfg=train_cfg, run_dir=Path(tmp), sampler_cfg=run.sampler_config(cfg),
+                          dataset=parts["dataset"], cfg=train_cfg, run_dir=Path(tmp), sampler_cfg=sampler_config(cfg),
                           writer=parts["writer"], num_samples=1, sample_seed=0, config_fingerprint={})
         B = train_cfg.batch_size
         items = [parts["dataset"][i % len(parts["dataset"])] for i in range(B)]
@@ -130,13 +130,13 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     reps, steps, batches = (20, 3, 4) if args.quick else (100, 10, 16)
 
-    import run
+    from app.build import build
 
     torch.manual_seed(0)
     results = {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     for modality in args.modality:
         cfg = compose(modality, args.override)
-        parts = run.build(cfg)
+        parts = build(cfg)
         parts["tokenizer"].fit(parts["dataset"])
         r = (bench_video if modality == "video" else bench_audio)(cfg, parts, reps)
         r["train_batch_size"] = int(cfg.train.batch_size)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ import scipy
 import scipy.linalg
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: E402,F401 -- puts the repository on sys.path
+from _common import best_time, environment  # noqa: E402
 
 from evals import MissingWeightsError  # noqa: E402
 from evals.frechet import Stats, compute_stats, frechet_distance  # noqa: E402
@@ -44,15 +44,6 @@ def fd_sqrtm(a: Stats, b: Stats) -> float:
     return float(d @ d + np.trace(a.sigma) + np.trace(b.sigma) - 2 * np.trace(covmean))
 
 
-def timed(fn, repeat: int = 1):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return out, best
-
-
 def bench_frechet(dim: int, n: int, n_small: int, repeat: int = 1) -> dict:
     rng = np.random.default_rng(0)
     # correlated, non-isotropic features, like network activations
@@ -61,11 +52,11 @@ def bench_frechet(dim: int, n: int, n_small: int, repeat: int = 1) -> dict:
     y = (rng.standard_normal((n, dim)) * 1.1) @ mix
     a, b = Stats(*_ms(x)), Stats(*_ms(y))
     # interleaved best-of-`repeat`, so that load from other processes hits both routes alike
-    ours, t_ours = timed(lambda: frechet_distance(a, b), repeat)
-    ref, t_ref = timed(lambda: fd_sqrtm(a, b), repeat)
+    ours, t_ours = best_time(lambda: frechet_distance(a, b), repeat)
+    ref, t_ref = best_time(lambda: fd_sqrtm(a, b), repeat)
     small = compute_stats(y[:n_small])
-    low, t_low = timed(lambda: frechet_distance(a, small), repeat)
-    low_ref, t_low_ref = timed(lambda: fd_sqrtm(a, Stats(small.mu, small.sigma, small.n)), repeat)
+    low, t_low = best_time(lambda: frechet_distance(a, small), repeat)
+    low_ref, t_low_ref = best_time(lambda: fd_sqrtm(a, Stats(small.mu, small.sigma, small.n)), repeat)
     return {"dim": dim, "n": n, "fd_ours": ours, "fd_sqrtm": ref, "t_ours_s": t_ours, "t_sqrtm_s": t_ref,
             "speedup": t_ref / t_ours, "rel_diff": abs(ours - ref) / abs(ref),
             "low_rank": {"n_small": n_small, "fd_ours": low, "fd_sqrtm": low_ref, "t_ours_s": t_low,
@@ -114,9 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="best of R timings for the Frechet routes")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
-    out = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-                       "scipy": scipy.__version__, "torch_threads": torch.get_num_threads(),
-                       "cpu": platform.processor() or platform.machine()}}
+    out = {"machine": {**environment(), "numpy": np.__version__, "scipy": scipy.__version__}}
     out["frechet"] = f = bench_frechet(a.dim, a.n, a.n_small, a.repeat)
     print(f"Frechet {f['dim']}-d (N={f['n']} per side): ours {f['t_ours_s']:.2f} s, sqrtm {f['t_sqrtm_s']:.2f} s, "
           f"speed-up {f['speedup']:.1f}x, rel. diff {f['rel_diff']:.1e} (FD {f['fd_ours']:.6f})")

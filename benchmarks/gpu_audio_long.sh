@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED=1 SELFFLOW_CACHE=/tmp/sfcache OUT="${OUT:-/tmp/out}" SEL
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # 9 processes share 16 cores
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpuwhl/*.whl && export PYTHONPATH=/tmp/site
 D=/tmp/audio_long
-python3 -m evals.suite --budget standard --modalities audio --out $D --print-commands \
+python3 -m experiments --budget standard --modalities audio --out $D --print-commands \
   train.steps=$STEPS train.eval_every=$EVERY train.ckpt_every=$STEPS ${EXTRA:-} | sed 's/^python /python3 /' > /tmp/cmds.txt
 python3 - <<'PY'   # generate the data set once, before 9 processes would race to make it
 from hydra import compose, initialize_config_dir
@@ -27,7 +27,7 @@ while read -r cmd; do
   (timeout "$LIMIT" bash -c "$cmd" > "/tmp/log_$name.txt" 2>&1; echo "$name rc=$? $(( $(date +%s) - t0 ))s") &
 done < /tmp/cmds.txt
 wait
-python3 -m evals.suite --report $D > /dev/null 2>&1 || echo "report failed"
+python3 -m experiments --report $D > /dev/null 2>&1 || echo "report failed"
 mkdir -p "$OUT/audio_long"
 cp $D/report.md $D/aggregate.json $D/*.png "$OUT/audio_long/" 2>/dev/null
 tar -czf "$OUT/audio_long/runs.tgz" -C $D --exclude=checkpoints --exclude='*.wav' --exclude='*.mp4' audio 2>/dev/null

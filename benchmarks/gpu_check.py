@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: E402,F401 -- puts the repository on sys.path
+from _common import SyntheticImages, median, timed  # noqa: E402
 
 from core.objectives import SelfFlowObjective  # noqa: E402
 from core.path import TimeDistribution  # noqa: E402
@@ -38,35 +39,14 @@ H200_BF16_PEAK = 989e12  # dense bf16 tensor-core peak (spec sheet); ~790e12 mea
 XL = dict(hidden_size=1152, depth=28, num_heads=16)
 
 
-class Latents(torch.utils.data.Dataset):
+def Latents() -> SyntheticImages:
     """Random 4x32x32 "SD-VAE latents" with ImageNet-sized labels (only cost matters here)."""
-
-    num_classes = 1000
-
-    def __len__(self):
-        return 4096
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        return torch.randn((4, 32, 32), generator=g), i % 1000
+    return SyntheticImages((4, 32, 32), num_classes=1000, length=4096, normal=True)
 
 
 def forward_flops(batch: int, tokens: int, hidden: int, depth: int) -> float:
     """Matmul FLOPs of one forward: per block per token 24 D^2 (qkv 6, proj 2, MLP 16) + 4 N D (attention)."""
     return batch * tokens * depth * (24 * hidden**2 + 4 * tokens * hidden)
-
-
-def timed(fn, steps: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def train_row(compile_model: bool, grad_ckpt: bool, batch: int, steps: int, run_dir: Path) -> dict:
@@ -86,7 +66,7 @@ def train_row(compile_model: bool, grad_ckpt: bool, batch: int, steps: int, run_
     torch.cuda.synchronize()
     first = time.perf_counter() - t_compile
     times = timed(lambda: trainer.train_step(raw, y), steps, warmup=2)
-    med = sorted(times)[len(times) // 2]
+    med = median(times)
     f = forward_flops(batch, 256, XL["hidden_size"], XL["depth"])
     teacher = forward_flops(batch, 256, XL["hidden_size"], objective.teacher_layer)
     step_flops = 3 * f + teacher  # student fwd + bwd (2x) + truncated no-grad teacher fwd
@@ -110,7 +90,7 @@ def forward_rows(batch: int, steps: int) -> list[dict]:
     with torch.autocast("cuda", dtype=torch.bfloat16):
         for name, tt in (("plain t (B,)", t), ("scalar t given per token (B,N)", t_tok)):
             times = timed(lambda: model(x, tt, y, coords), steps, warmup=3)
-            rows[name] = sorted(times)[len(times) // 2]
+            rows[name] = median(times)
     base = rows["plain t (B,)"]
     return [{"row": f"forward bf16 {k}", "batch": batch, "median_ms": v * 1e3, "ratio_vs_plain": v / base}
             for k, v in rows.items()]

@@ -18,39 +18,20 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: E402,F401 -- puts the repository on sys.path
+from _common import SyntheticImages, median, timed, trainer_step  # noqa: E402
 
 from core.objectives import FlowMatchingObjective, REPAObjective  # noqa: E402
 from core.path import TimeDistribution  # noqa: E402
 from core.trainer import Trainer, TrainConfig  # noqa: E402
 from core.transformer import SiT  # noqa: E402
 from evals.dinov2 import DINOv2  # noqa: E402
-from evals.suite.encoders import DINOv2TokenEncoder  # noqa: E402
+from app.repa_encoders import DINOv2TokenEncoder  # noqa: E402
 from modalities.image import PixelPatchTokenizer  # noqa: E402
-
-
-class Images(torch.utils.data.Dataset):
-    num_classes = 1000
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __len__(self):
-        return 1024
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        return torch.rand(3, self.size, self.size, generator=g) * 2 - 1, i % 1000
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def row(name: str, objective, a, device: str, run_dir: Path) -> dict:
@@ -60,22 +41,14 @@ def row(name: str, objective, a, device: str, run_dir: Path) -> dict:
     cfg = TrainConfig(steps=10**6, batch_size=a.batch, precision=a.precision, progress=False, ckpt_every=0,
                       device=device)
     tok = PixelPatchTokenizer(image_size=a.image_size, channels=3, patch_size=a.patch)
-    data = Images(a.image_size)
+    data = SyntheticImages((3, a.image_size, a.image_size), num_classes=1000, length=1024)
     trainer = Trainer(model, objective, tok, data, cfg, run_dir / name)
     raw = torch.stack([data[i][0] for i in range(a.batch)]).to(device)
     y = torch.arange(a.batch, device=device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(2):  # warm-up (cuDNN autotune, allocator)
-        trainer.train_step(raw, y)
-    sync(device)
-    times = []
-    for _ in range(a.steps):
-        t0 = time.perf_counter()
-        trainer.train_step(raw, y)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    med = sorted(times)[len(times) // 2]
+    times = timed(trainer_step(trainer, raw, y), a.steps, warmup=2, device=device)  # warm-up: cuDNN, allocator
+    med = median(times)
     out = {"row": name, "batch": a.batch, "median_ms": med * 1e3, "min_ms": min(times) * 1e3,
            "samples_per_s": a.batch / med}
     if device == "cuda":

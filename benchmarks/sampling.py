@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common  # noqa: E402,F401 -- puts the repository on sys.path
+from _common import REPO  # noqa: E402
 
 from core.convert import load_pretrained  # noqa: E402
+from core.io_utils import to_uint8  # noqa: E402
 from core.sample_job import run_sampling  # noqa: E402
 from core.samplers import SamplerConfig, sample  # noqa: E402
 from core.transformer import Conditioning, SiT  # noqa: E402
@@ -169,8 +170,7 @@ def quality(run_dir: Path, num_samples: int, batch: int, cache_dir: Path) -> lis
         tok.load_state_dict(info.tokenizer_state)
     data = ShapesDataset(root=str(cfg.modality.dataset.root), image_size=int(cfg.modality.dataset.image_size),
                          per_class=int(cfg.modality.dataset.per_class), seed=int(cfg.modality.dataset.seed))
-    real = np.stack([((data[i][0].permute(1, 2, 0).numpy() + 1) * 127.5 + 0.5).clip(0, 255).astype(np.uint8)
-                     for i in range(len(data))])
+    real = np.stack([to_uint8(data[i][0]).permute(1, 2, 0).numpy() for i in range(len(data))])
     real_y = np.array([data[i][1] for i in range(len(data))])
     fr = pool8(real)
     perm = np.random.default_rng(0).permutation(len(fr))

@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: E402,F401 -- puts the repository on sys.path
+from _common import SyntheticImages  # noqa: E402
 
 from core.objectives import SelfFlowObjective  # noqa: E402
 from core.path import TimeDistribution  # noqa: E402
@@ -32,14 +33,8 @@ from core.transformer import MODEL_SIZES, SiT  # noqa: E402
 from modalities.image import PixelPatchTokenizer  # noqa: E402
 
 
-class Images(torch.utils.data.Dataset):
-    num_classes = 4
-
-    def __len__(self):
-        return 4096
-
-    def __getitem__(self, i):
-        return torch.rand((3, 32, 32), generator=torch.Generator().manual_seed(i)) * 2 - 1, i % 4
+def Images() -> SyntheticImages:
+    return SyntheticImages((3, 32, 32), num_classes=4, length=4096)
 
 
 def measure(rank: int, world: int, port: int, args, out_path: str) -> None:

@@ -3,12 +3,13 @@
 
 What one row measures (fp32, synthetic fixed inputs, no data loading):
 
-* ``fm``, ``selfflow``, ``repa`` -- one full training step of *our* code exactly as
-  ``core.trainer.Trainer.train_step`` does it: pixel-patch tokenize (no grad), objective forward
+* ``fm``, ``selfflow``, ``repa`` -- one full training step of *our* code, timed through
+  ``core.trainer.Trainer.train_step`` itself: pixel-patch tokenize (no grad), objective forward
   (Self-Flow includes the no-grad EMA-teacher pass; REPA includes the frozen encoder pass), the
-  finite-loss check, backward, grad-norm clip 1.0, AdamW (lr 1e-4, wd 0, eps 1e-8), zero_grad,
-  EMA update. REPA's encoder is ``core.encoders.RandomTokenEncoder(width=768, depth=12,
-  heads=12)`` -- random init, the cost of DINOv2 ViT-B/14 on 256 patches.
+  finite-loss check, backward, grad-norm clip 1.0, AdamW (lr 1e-4, wd 0, eps 1e-8), the (constant)
+  LR scheduler, zero_grad, EMA update. REPA's encoder is
+  ``core.encoders.RandomTokenEncoder(width=768, depth=12, heads=12)`` -- random init, the cost of
+  DINOv2 ViT-B/14 on 256 patches.
 * ``sit_fm`` -- the reference implementation (willisma/SiT, imported at run time from
   ``--sit-repo``/``$SIT_REPO``; never vendored) doing what its ``train.py`` does per step:
   ``transport.training_losses(model, x, dict(y=y))["loss"].mean()``, ``opt.zero_grad()``,
@@ -41,7 +42,6 @@ import copy
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -51,22 +51,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
+import _common  # noqa: F401 -- puts the repository on sys.path
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from core.ema import EMA  # noqa: E402
 from core.encoders import RandomTokenEncoder  # noqa: E402
 from core.objectives import FlowMatchingObjective, REPAObjective, SelfFlowObjective  # noqa: E402
 from core.path import TimeDistribution  # noqa: E402
 from core.transformer import MODEL_SIZES, SiT, modulate  # noqa: E402
 from modalities.image import PixelPatchTokenizer  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _sit_reference  # noqa: E402
+from _common import SyntheticImages, cpu_model, environment, make_trainer, trainer_step  # noqa: E402
 
 TRAIN_ROWS = ("fm", "selfflow", "repa", "sit_fm")
 FWD_ROWS = ("fwd_plain", "fwd_scalar_t", "fwd_naive", "fwd_sit")
@@ -138,16 +134,6 @@ def read_loadavg() -> str:
         return "n/a"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def count_params(*modules: nn.Module, trainable: bool = True) -> int:
     seen, total = set(), 0
     for module in modules:
@@ -198,9 +184,8 @@ def build_ours(sizes: Sizes, learn_sigma: bool, seed: int = 0) -> SiT:
 
 
 def make_train_row(name: str, sizes: Sizes, inp: Inputs, learn_sigma: bool) -> Row:
-    """Our training step, as ``core.trainer.Trainer.train_step`` (minus the LR scheduler call)."""
+    """Our training step: ``core.trainer.Trainer.train_step`` itself, on the fixed synthetic batch."""
     model = build_ours(sizes, learn_sigma).train()
-    ema = EMA(model, decay=0.9999)
     p_t = TimeDistribution()
     frozen = 0
     if name == "fm":
@@ -214,32 +199,17 @@ def make_train_row(name: str, sizes: Sizes, inp: Inputs, learn_sigma: bool) -> R
         frozen = count_params(encoder, trainable=False)
     else:
         raise ValueError(name)
-    objective.train()
-    params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8)
-    teacher = ema.model if objective.needs_teacher else None
-    tokenizer, raw, y, coords = inp.tokenizer, inp.raw, inp.y, inp.coords
-
-    def step():
-        with torch.no_grad():
-            x0 = tokenizer.encode(raw)
-        out = objective(model, x0, y, coords, teacher=teacher, raw=raw)
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"{name}: non-finite loss")
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(model)
-
+    data = SyntheticImages((sizes.channels, sizes.image_size, sizes.image_size), sizes.num_classes, normal=True)
+    trainer = make_trainer(model, objective, inp.tokenizer, data, device="cpu", batch_size=len(inp.y), lr=1e-4,
+                           weight_decay=0.0, adam_eps=1e-8, grad_clip=1.0, ema_decay=0.9999, precision="fp32")
+    step = trainer_step(trainer, inp.raw, inp.y)
     if name == "selfflow":
         note = f"student blk {objective.student_layer}, teacher blk {objective.teacher_layer}"
     elif name == "repa":
         note = f"blk {objective.layer}, proj {sizes.projector_dim}, enc {sizes.enc_width}x{sizes.enc_depth}"
     else:
         note = ""
-    return Row(name, step, params=sum(p.numel() for p in params), frozen=frozen, note=note,
-               keep=[model, ema, objective, opt])
+    return Row(name, step, params=sum(p.numel() for p in trainer.params), frozen=frozen, note=note, keep=[trainer])
 
 
 def make_sit_train_row(ref, sizes: Sizes, inp: Inputs) -> Row:
@@ -631,8 +601,7 @@ def main(argv=None) -> int:
     if args.json:
         payload = {
             "command": [sys.executable] + sys.argv, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            **environment(), "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(),
             "loadavg": {"start": load_start, "before_timing": load_before, "after_timing": load_after, "end": load_end},
             "config": {"sizes": sizes.__dict__, "batch": args.batch, "steps": steps, "warmup": warmup,

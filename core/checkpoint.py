@@ -8,51 +8,23 @@ Everything is loaded with ``weights_only=True``: nothing a user hands us is unpi
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .io_utils import TEMP_GLOB, atomic_write
+
 LATEST = "latest"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, write_fn) -> None:
-    """Call ``write_fn(file_object)`` on a temp file next to ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(state: dict, ckpt_dir: Path, step: int, keep_last: int = 3) -> Path:
     """Write ``ckpt_<step>.pt`` atomically, then point `latest` at it, then prune old ones."""
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / f"ckpt_{step:08d}.pt"
-    atomic_write_bytes(path, lambda f: torch.save(state, f))
-    atomic_write_bytes(ckpt_dir / LATEST, lambda f: f.write((path.name + "\n").encode()))
+    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(ckpt_dir / LATEST, lambda f: f.write((path.name + "\n").encode()))
     if keep_last > 0:
         for old in sorted(ckpt_dir.glob("ckpt_*.pt"))[:-keep_last]:
             old.unlink(missing_ok=True)
@@ -62,7 +34,7 @@ def save_checkpoint(state: dict, ckpt_dir: Path, step: int, keep_last: int = 3) 
 def remove_stale_temp_files(ckpt_dir: Path) -> list[Path]:
     """Delete temp files left by a writer that was killed mid-write (only the writer calls this)."""
     ckpt_dir = Path(ckpt_dir)
-    stale = sorted(ckpt_dir.glob(".*.tmp")) if ckpt_dir.is_dir() else []
+    stale = sorted(ckpt_dir.glob(TEMP_GLOB)) if ckpt_dir.is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -180,3 +180,27 @@ class BatchRandom:
 
 
 SINGLE_PROCESS = BatchRandom()
+
+
+def gather_train_state(train_module: torch.nn.Module, ema, objective, optimizer) -> tuple[dict, dict, dict, dict]:
+    """FSDP2: (model, ema, objective heads, optimizer) states gathered to full tensors (a collective).
+
+    ``train_module`` is the sharded ``TrainModule`` (keys ``model.*`` and ``objective.*``); the
+    layout matches the unsharded checkpoint, so either setting can read the weights.
+    """
+    full = full_model_state(train_module)
+    heads = objective.trainable_state_dict().keys()
+    model = {k[len("model."):]: v for k, v in full.items() if k.startswith("model.")}
+    heads_state = {k[len("objective."):]: v for k, v in full.items() if k[len("objective."):] in heads}
+    ema_state = {"model": full_model_state(ema.model), "num_updates": ema.num_updates}
+    return model, ema_state, heads_state, full_optimizer_state(train_module, optimizer)
+
+
+def load_train_state(train_module: torch.nn.Module, ema, objective, optimizer, state: dict) -> None:
+    """FSDP2: the inverse of :func:`gather_train_state` (every rank loads its shards)."""
+    full = {**{f"model.{k}": v for k, v in state["model"].items()},
+            **{f"objective.{k}": v for k, v in state["objective"].items()}}
+    load_full_model_state(train_module, full, strict=not objective.frozen_prefixes)
+    load_full_model_state(ema.model, state["ema"]["model"])
+    ema.num_updates = int(state["ema"]["num_updates"])
+    load_full_optimizer_state(train_module, optimizer, state["optimizer"])

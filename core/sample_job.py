@@ -12,7 +12,7 @@ token coordinates. Layout of ``out_dir``::
 Differences to the official releases, and why:
 
 * Seeding. Batch ``i`` draws its initial noise and all SDE noise from one generator seeded with
-  ``seed * 1_000_003 + i`` (as ``Trainer.generate``) and batches go to ranks round-robin, so the samples
+  ``batch_seed(seed, i) = seed * SEED_STRIDE + i`` (as ``Trainer.generate``) and batches go to ranks round-robin, so the samples
   do not depend on the number of processes and a killed run resumes batch by batch. The Self-Flow
   release seeds ``seed + rank * 100000 + batch`` (``--seed 31``) over contiguous per-rank ranges, REPA and
   SiT seed ``global_seed * world + rank`` once: their samples change with the GPU count. Bit-identity
@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import asdict
@@ -44,18 +43,31 @@ import torch
 from torch import Tensor
 
 from . import distributed as dist_utils
-from .checkpoint import atomic_write_bytes
+from .io_utils import QUANTIZE_MODES, atomic_path, atomic_write, atomic_write_json, to_uint8
 from .samplers import SamplerConfig, sample
 
 log = logging.getLogger(__name__)
 
 CLASS_MODES = ("random", "balanced")
-QUANTIZE = ("round", "floor")
+QUANTIZE = QUANTIZE_MODES
 SEED_STRIDE = 1_000_003  # as Trainer.generate: batch i of seed s uses s * SEED_STRIDE + i
 
 
 def batch_seed(seed: int, batch: int) -> int:
     return seed * SEED_STRIDE + batch
+
+
+def generate_tokens(model, coords: Tensor, y: Tensor, sampler_cfg: SamplerConfig, seed: int, index: int):
+    """Batch ``index`` of a sampling job: tokens ``(B, N, C)`` and the NFE, for labels ``y`` (B,).
+
+    The one routine behind ``Trainer.generate`` and :func:`run_sampling`: initial noise and all SDE
+    noise come from one generator seeded with ``batch_seed(seed, index)``, so a batch is the same
+    whichever process makes it. ``coords`` must be on the model's device; callers add autocast.
+    """
+    device = coords.device
+    g = torch.Generator(device=device).manual_seed(batch_seed(seed, index))
+    noise = torch.randn((len(y), int(coords.shape[0]), int(model.in_channels)), generator=g, device=device)
+    return sample(model, noise, y.to(device), coords, sampler_cfg, generator=g)
 
 
 def class_labels(num_samples: int, num_classes: int, mode: str = "random", seed: int = 0) -> Tensor:
@@ -69,23 +81,30 @@ def class_labels(num_samples: int, num_classes: int, mode: str = "random", seed:
     return torch.randint(0, num_classes, (num_samples,), generator=torch.Generator().manual_seed(seed))
 
 
-def quantize(samples: Tensor, mode: str = "round") -> np.ndarray:
+SAMPLE_KINDS = {"image": 4, "video": 5, "none": None}  # modality.quantize -> sample rank (None: stays float)
+
+
+def quantize(samples: Tensor, mode: str = "round", kind: str | None = None) -> np.ndarray:
     """Decoded samples in [-1, 1] -> array for the npz.
 
-    Images ``(B, C, H, W)`` and videos ``(B, T, C, H, W)`` with C in {1, 3} become uint8, channels last
-    (``(B, H, W, C)`` is what the ADM evaluator reads); anything else (audio) stays float32 as decoded.
+    ``kind`` is what the modality declares (``modality.quantize``): ``image`` ``(B, C, H, W)`` and
+    ``video`` ``(B, T, C, H, W)`` become uint8, channels last (``(B, H, W, C)`` is what the ADM
+    evaluator reads); ``none`` (audio, anything else) stays float32 as decoded. ``kind=None`` (direct
+    callers without a config) guesses from the shape: rank 4 or 5 with C in {1, 3} is quantised.
     """
     if mode not in QUANTIZE:
         raise ValueError(f"sample.quantize={mode!r}: must be one of {QUANTIZE}")
     x = samples.detach().float().cpu()
-    if x.dim() not in (4, 5) or x.shape[-3] not in (1, 3):
+    if kind is None:
+        kind = {4: "image", 5: "video"}[x.dim()] if x.dim() in (4, 5) and x.shape[-3] in (1, 3) else "none"
+    if kind not in SAMPLE_KINDS:
+        raise ValueError(f"modality.quantize={kind!r}: must be one of {sorted(SAMPLE_KINDS)}")
+    if SAMPLE_KINDS[kind] is None:
         return x.numpy()
-    if mode == "round":
-        q = ((x + 1) * 127.5 + 0.5).clamp(0, 255)
-    else:
-        q = (255 * (x + 1) / 2).clamp(0, 255)
-    q = q.to(torch.uint8)  # truncates: +0.5 above makes it round-half-up
-    return q.movedim(-3, -1).numpy()
+    if x.dim() != SAMPLE_KINDS[kind]:
+        raise ValueError(f"modality.quantize={kind} expects decoded samples of rank {SAMPLE_KINDS[kind]}, got shape "
+                         f"{tuple(x.shape)}; fix modality.quantize (image | video | none)")
+    return to_uint8(x, mode).movedim(-3, -1).numpy()
 
 
 def write_npz_streaming(path: Path, members: dict[str, tuple[tuple, np.dtype, object]]) -> None:
@@ -95,9 +114,7 @@ def write_npz_streaming(path: Path, members: dict[str, tuple[tuple, np.dtype, ob
     chunk, so 50k 256x256 images (9.8 GB) merge without holding them; ``np.load`` reads the result as usual.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, fsync=False) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, (shape, dtype, chunks) in members.items():
                 dtype = np.dtype(dtype)
@@ -111,10 +128,6 @@ def write_npz_streaming(path: Path, members: dict[str, tuple[tuple, np.dtype, ob
                         written += chunk.shape[0]
                     if written != shape[0]:
                         raise RuntimeError(f"{path}: member {name} got {written} rows, expected {shape[0]}")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _model_fingerprint(model) -> list[float]:
@@ -145,7 +158,7 @@ def _write_pngs(arr: np.ndarray, start: int, folder: Path) -> None:
 
 def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_samples: int, batch_size: int,
                  seed: int, out_dir: str | os.PathLike, *, num_classes: int | None = None, class_mode: str = "random",
-                 quantize_mode: str = "round", save_png: bool = False, autocast_dtype: torch.dtype | None = None,
+                 quantize_mode: str = "round", sample_kind: str | None = None, save_png: bool = False, autocast_dtype: torch.dtype | None = None,
                  protocol: dict | None = None, merge: bool = True) -> dict:
     """Generate ``num_samples`` samples, resumably and rank-sharded; rank 0 merges them. Call on every rank.
 
@@ -156,10 +169,11 @@ def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_
         coords: ``(N, 3)`` token coordinates (``Tokenizer.coords()``).
         sampler_cfg: the integrator (``SamplerConfig(method="sde", num_steps=250)`` for the paper protocol).
         num_samples, batch_size: total samples and samples per batch (per rank; the last batch may be short).
-        seed: batch ``i`` uses ``seed * 1_000_003 + i``; labels use ``seed``.
+        seed: batch ``i`` uses ``batch_seed(seed, i)``; labels use ``seed``.
         out_dir: job directory (see module doc); existing finished shards with the same protocol are kept.
         num_classes: label range (default ``model.num_classes``); class_mode: ``random`` | ``balanced``.
-        quantize_mode: ``round`` | ``floor`` (see module doc); save_png: also write ``images/NNNNNN.png``.
+        quantize_mode: ``round`` | ``floor`` (see module doc); sample_kind: ``modality.quantize`` (image | video |
+            none; None guesses from the shape); save_png: also write ``images/NNNNNN.png``.
         autocast_dtype: e.g. ``torch.bfloat16`` to sample under autocast (GPU).
         protocol: extra provenance stored in ``sample.json`` and the manifest (e.g. checkpoint info).
         merge: write ``samples_<N>.npz`` (rank 0).
@@ -193,7 +207,7 @@ def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_
                 error = (f"{mpath} was written by a different sampling job (differs in {diff}); use a new output "
                          f"directory or delete {shard_dir} to start over")
         else:
-            atomic_write_bytes(mpath, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+            atomic_write_json(mpath, manifest)
     error = dist_utils.broadcast_object(error)
     if error:
         raise ValueError(error)
@@ -209,15 +223,13 @@ def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_
         if path.exists() and _shard_ok(path, len(y)):
             skipped += 1
             continue
-        g = torch.Generator(device=device).manual_seed(batch_seed(seed, i))
-        noise = torch.randn((len(y), *token_shape), generator=g, device=device)
         with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            x, nfe = sample(model, noise, y.to(device), coords, sampler_cfg, generator=g)
-            arr = quantize(decode(x.float()), quantize_mode)
+            x, nfe = generate_tokens(model, coords, y, sampler_cfg, seed, i)
+            arr = quantize(decode(x.float()), quantize_mode, sample_kind)
         if save_png:
             _write_pngs(arr, start, out_dir / "images")
-        atomic_write_bytes(path, lambda f, a=arr, yy=y: np.savez(f, samples=a, labels=yy.numpy(),
-                                                                 start=np.int64(start), nfe=np.int64(nfe)))
+        atomic_write(path, lambda f, a=arr, yy=y: np.savez(f, samples=a, labels=yy.numpy(), start=np.int64(start),
+                                                           nfe=np.int64(nfe)))
         generated, made = generated + 1, made + len(y)
     wall = time.perf_counter() - t0
     counts = dist_utils.gather_objects((generated, skipped, made, nfe, wall))

@@ -21,16 +21,18 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .checkpoint import (capture_rng_state, load_checkpoint, remove_stale_temp_files, restore_rng_state,
                          save_checkpoint)
+from .data import data_position, resumable_loader
 from .distributed import BatchRandom
 from .ema import EMA
 from .loggers import NullLogger, make_logger
-from .samplers import SamplerConfig, sample
+from .sample_job import class_labels, generate_tokens
+from .samplers import SamplerConfig
 
 log = logging.getLogger(__name__)
 
@@ -95,35 +97,6 @@ class TrainConfig:
                 raise ValueError(f"{key}={getattr(self, key.split('.')[1])!r}: {why}")
 
 
-class ResumableBatchSampler(Sampler[list[int]]):
-    """Endless batches; epoch e is a permutation seeded by (seed, e). Starts at any step.
-
-    Under torch.distributed, rank r of W yields the r-th contiguous chunk of each global batch,
-    so W processes together consume exactly the batches a single process would.
-    """
-
-    def __init__(self, dataset_len: int, batch_size: int, seed: int, start_step: int = 0,
-                 rank: int = 0, world_size: int = 1):
-        if dataset_len < batch_size:
-            raise ValueError(f"dataset has {dataset_len} items, fewer than train.batch_size={batch_size}")
-        if batch_size % world_size:
-            raise ValueError(f"train.batch_size={batch_size} (global) must be divisible by the {world_size} processes")
-        self.n, self.batch_size, self.seed, self.start_step = dataset_len, batch_size, seed, start_step
-        self.local = batch_size // world_size
-        self.offset = rank * self.local
-        self.batches_per_epoch = dataset_len // batch_size  # drop_last: every batch is full
-
-    def __iter__(self):
-        epoch, offset = divmod(self.start_step, self.batches_per_epoch)
-        while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            perm = torch.randperm(self.n, generator=g).tolist()
-            for b in range(offset, self.batches_per_epoch):
-                start = b * self.batch_size + self.offset
-                yield perm[start:start + self.local]
-            epoch, offset = epoch + 1, 0
-
-
 class TrainModule(nn.Module):
     """Model + objective as one module, so that DDP wraps (and synchronises) both the backbone and
     the objective's trainable heads, and sees every training forward."""
@@ -166,11 +139,12 @@ class Trainer:
     sample_seed: int = 0
     hooks: list[Callable] = field(default_factory=list)
     config_fingerprint: dict = field(default_factory=dict)
+    device: torch.device | None = None  # None: pick_device(cfg.device, local rank)
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
         self.dist = dist_utils.current()
-        self.device = pick_device(self.cfg.device, self.dist.local_rank)
+        self.device = torch.device(self.device) if self.device is not None else pick_device(self.cfg.device, self.dist.local_rank)
         if self.cfg.tf32 and self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -223,12 +197,7 @@ class Trainer:
         if not self.fsdp:
             return (self.model.state_dict(), self.ema.state_dict(), self.objective.trainable_state_dict(),
                     self.optimizer.state_dict())
-        full = dist_utils.full_model_state(self.train_module)  # keys "model.*" and "objective.*"
-        heads = self.objective.trainable_state_dict().keys()
-        model = {k[len("model."):]: v for k, v in full.items() if k.startswith("model.")}
-        objective = {k[len("objective."):]: v for k, v in full.items() if k[len("objective."):] in heads}
-        ema = {"model": dist_utils.full_model_state(self.ema.model), "num_updates": self.ema.num_updates}
-        return model, ema, objective, dist_utils.full_optimizer_state(self.train_module, self.optimizer)
+        return dist_utils.gather_train_state(self.train_module, self.ema, self.objective, self.optimizer)
 
     def _load_weights_state(self, state: dict) -> None:
         if state.get("optimizer_format", "torch") != ("fsdp_full" if self.fsdp else "torch"):
@@ -240,12 +209,7 @@ class Trainer:
             self.objective.load_trainable_state_dict(state["objective"])
             self.optimizer.load_state_dict(state["optimizer"])
             return
-        full = {**{f"model.{k}": v for k, v in state["model"].items()},
-                **{f"objective.{k}": v for k, v in state["objective"].items()}}
-        dist_utils.load_full_model_state(self.train_module, full, strict=not self.objective.frozen_prefixes)
-        dist_utils.load_full_model_state(self.ema.model, state["ema"]["model"])
-        self.ema.num_updates = int(state["ema"]["num_updates"])
-        dist_utils.load_full_optimizer_state(self.train_module, self.optimizer, state["optimizer"])
+        dist_utils.load_train_state(self.train_module, self.ema, self.objective, self.optimizer, state)
 
     def state_dict(self) -> dict:
         model, ema, objective, optimizer = self._weights_state()
@@ -259,7 +223,7 @@ class Trainer:
             "optimizer_format": "fsdp_full" if self.fsdp else "torch",
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
-            "data_position": list(divmod(self.step, len(self.dataset) // self.cfg.batch_size)),  # (epoch, batch)
+            "data_position": data_position(self.step, len(self.dataset), self.cfg.batch_size),  # (epoch, batch)
             "nonfinite_total": self.nonfinite_total,
             "rng": capture_rng_state(),
             "config": self.config_fingerprint,
@@ -302,16 +266,9 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def _loader(self) -> DataLoader:
-        batches = ResumableBatchSampler(len(self.dataset), self.cfg.batch_size, self.cfg.seed, self.step,
-                                        self.dist.rank, self.dist.world_size)
-        skipped = getattr(self.dataset, "skipped", None)
-        if self.cfg.num_workers > 0 and hasattr(skipped, "spool"):
-            # Files that break inside a worker are recorded in the worker's copy of the dataset;
-            # this file carries them back to the report (modalities.media_common.SkipLog).
-            skipped.spool = str(self.run_dir / f"skipped_in_workers_rank{self.dist.rank}.jsonl")
-        # A private generator keeps DataLoader's base-seed draw out of the global (saved) RNG.
-        return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.cfg.num_workers,
-                          pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.cfg.seed))
+        return resumable_loader(self.dataset, self.cfg.batch_size, self.cfg.seed, self.step, self.dist.rank,
+                                self.dist.world_size, self.cfg.num_workers, pin_memory=self.device.type == "cuda",
+                                spool_dir=self.run_dir)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
@@ -465,20 +422,17 @@ class Trainer:
         cfg = sampler_cfg or self.sampler_cfg
         model = self.ema.model
         if labels is None:  # balanced classes, in order, so grids read row by row
-            labels = torch.arange(num_samples) % model.num_classes if model.num_classes > 0 else torch.zeros(num_samples, dtype=torch.long)
+            labels = class_labels(num_samples, model.num_classes, "balanced")
         batch_size = batch_size or max(self.cfg.batch_size, 1)
-        N, C = self.coords.shape[0], self.model.in_channels
         mine, nfe = {}, 0
         # FSDP2 forwards are collectives: every rank must run every batch (no sharding).
         ranks, rank = (1, 0) if self.fsdp else (self.dist.world_size, self.dist.rank)
         for i, start in enumerate(range(0, num_samples, batch_size)):
             if i % ranks != rank:
                 continue
-            g = torch.Generator(device=self.device).manual_seed(seed * 1_000_003 + i)
-            y = labels[start:start + batch_size].to(self.device)
-            noise = torch.randn((y.shape[0], N, C), generator=g, device=self.device)
+            y = labels[start:start + batch_size]
             with self._autocast():
-                x, nfe = sample(model, noise, y, self.coords, cfg, generator=g)
+                x, nfe = generate_tokens(model, self.coords, y, cfg, seed, i)
             mine[i] = self.tokenizer.decode(x.float()).cpu()
         parts = [mine] if self.fsdp else dist_utils.gather_objects(mine)
         shards = {i: out for part in parts for i, out in part.items()}

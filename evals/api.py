@@ -50,7 +50,7 @@ FID_FRAME_NOTE = ("FID over all frames with the TF-2015 Inception; blind to fram
 
 def _check(modality: str, metrics) -> list[str]:
     if modality not in METRICS:
-        raise ValueError(f"modality must be one of {sorted(METRICS)}, got {modality!r}")
+        raise ValueError(f"modality (metric family) must be one of {sorted(METRICS)}, got {modality!r}")
     metrics = list(DEFAULT_METRICS[modality] if metrics is None else metrics)
     bad = [m for m in metrics if m not in METRICS[modality]]
     if bad:
@@ -68,6 +68,8 @@ def evaluate(modality: str, fake, real, metrics, protocol: dict | None = None, c
              extractors: dict | None = None) -> list[dict]:
     """Score ``fake`` against ``real``; returns a list of provenance records (one per metric).
 
+    modality: the metric family, a key of ``METRICS`` (a run passes its ``modality.eval_family``, so
+    any modality whose samples look like images, videos or audio reuses these metrics).
     metrics: names from ``METRICS[modality]``, or None for ``DEFAULT_METRICS[modality]``.
     real: None, a missing path or a folder without media gives "unavailable" records (the run
     has no reference set) rather than an exception, unless ``strict``.

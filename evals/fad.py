@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.io_utils import cache_dir as io_cache_dir
+
 from .audio_io import iter_clips
 from .frechet import Stats, StreamingStats, load_stats, save_stats
 from .images import SkipLog
@@ -136,7 +138,7 @@ def audio_set(source, extractor, sample_rate: int | None = None, limit: int | No
     if acc.n < 2:
         raise ValueError(f"{extractor.metric}: need at least 2 embedding vectors, got {acc.n} "
                          f"from {n_clips} clips")
-    return AudioSet(acc.stats(), n_clips, acc.n, skipped=tuple(skips.skipped))
+    return AudioSet(acc.stats(), n_clips, acc.n, skipped=skips.lines())
 
 
 def reference_audio_set(real, extractor, cache_dir=None, limit: int | None = None) -> AudioSet:
@@ -146,7 +148,7 @@ def reference_audio_set(real, extractor, cache_dir=None, limit: int | None = Non
         s = load_stats(p)
         return AudioSet(s, 0, s.n, source_hash=hash_source(p))
     h = hash_source(p)
-    root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "selfflow-lab" / "stats"
+    root = Path(cache_dir) if cache_dir else io_cache_dir("stats")
     tag = (extractor.sha256 or extractor.extractor.replace(" ", "_").replace("/", "_"))[:12]
     cached = root / f"{extractor.metric}_ref_{h[:32]}_{tag}_{limit or 'all'}.npz"
     if cached.is_file():

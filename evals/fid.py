@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.io_utils import cache_dir as io_cache_dir
+
 from . import weights
 from .frechet import Stats, StreamingStats, frechet_distance, is_stats_file, load_stats, save_stats
 from .images import SkipLog, iter_images, to_nchw
@@ -96,11 +98,12 @@ def image_set(source, model=None, batch_size: int = 50, limit: int | None = None
         raise ValueError(f"{source if not hasattr(source, 'shape') else 'tensor'}: need at least 2 images, "
                          f"got {s3.n}")
     return ImageSet(s3.stats(), ss.stats() if ss.n else None, np.concatenate(feats) if keep_features else None,
-                    s3.n, skipped=tuple(skips.skipped))
+                    s3.n, skipped=skips.lines())
 
 
 def stats_cache_dir(cache_dir=None) -> Path:
-    return Path(cache_dir) if cache_dir else Path.home() / ".cache" / "selfflow-lab" / "stats"
+    """``cache_dir`` as given, else ``$SELFFLOW_CACHE/stats`` (core/io_utils.py)."""
+    return Path(cache_dir) if cache_dir else io_cache_dir("stats")
 
 
 def video_frame_batches(videos, limit: int | None = None, skips=None, batch_size: int = 50):

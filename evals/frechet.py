@@ -22,12 +22,13 @@ Numerics (see shared/reference/evaluators.md, "Computing the Frechet distance ro
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from core.io_utils import atomic_path
 
 
 @dataclass
@@ -207,14 +208,12 @@ def frechet_distance(a: Stats, b: Stats, return_parts: bool = False):
 def save_stats(path, stats: Stats, spatial: Stats | None = None, **extra) -> None:
     """Write ADM-keyed statistics atomically (temp file + rename); ``extra`` arrays are stored too."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"mu": stats.mu, "sigma": stats.sigma, "n": np.int64(stats.n), "ddof": np.int64(stats.ddof)}
     if spatial is not None:
         arrays.update(mu_s=spatial.mu, sigma_s=spatial.sigma)
     arrays.update({k: v for k, v in extra.items() if v is not None})
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        np.savez(tmp, **arrays)
 
 
 def load_stats(path, spatial: bool = False) -> Stats:

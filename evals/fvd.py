@@ -100,4 +100,4 @@ def video_set(videos, extractor, protocol: str = "fvd2048_16f", real: bool = Fal
         skips.add(f"{short} videos", f"shorter than {cfg['num_frames']} frames (discarded, as StyleGAN-V does)")
     if acc.n < 2:
         raise ValueError(f"FVD ({protocol}): need at least 2 clips of {cfg['num_frames']} frames, got {acc.n}")
-    return VideoSet(acc.stats(), acc.n, tuple(skips.skipped))
+    return VideoSet(acc.stats(), acc.n, skips.lines())

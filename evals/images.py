@@ -10,12 +10,13 @@ the +0.5; the difference is at most one grey level.)
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
+
+from core.io_utils import SkipLog, atomic_path, to_uint8  # noqa: F401 -- SkipLog: used by fid/fvd/fad
 
 from .provenance import subset
 
@@ -32,7 +33,7 @@ def quantize(x) -> np.ndarray:
         return x.cpu().numpy()
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"float images must be (N, 3, H, W) in [-1, 1], got {tuple(x.shape)}")
-    q = torch.clamp((x.detach().float().cpu() + 1) * 127.5 + 0.5, 0, 255).to(torch.uint8)
+    q = to_uint8(x.detach().cpu())  # the FID protocol's rounding (core/io_utils.py)
     return q.permute(0, 2, 3, 1).contiguous().numpy()
 
 
@@ -40,10 +41,8 @@ def save_adm_npz(path, images) -> Path:
     """Write samples as ADM's evaluator expects: key ``arr_0``, uint8 (N, H, W, 3); atomic."""
     arr = quantize(images)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, arr_0=arr)
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        np.savez(tmp, arr_0=arr)
     return path
 
 
@@ -62,16 +61,6 @@ def read_image(path) -> np.ndarray:
 
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-class SkipLog:
-    """Counts unreadable files so that a corrupt file in a dataset is reported, not fatal."""
-
-    def __init__(self):
-        self.skipped: list[str] = []
-
-    def add(self, path, err):
-        self.skipped.append(f"{path}: {err}")
 
 
 def iter_images(source, batch_size: int = 50, limit: int | None = None,

@@ -13,6 +13,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from core.io_utils import to_uint8
+
 from .provenance import subset
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
@@ -28,7 +30,7 @@ def quantize_videos(x) -> np.ndarray:
         return x.cpu().numpy()
     if x.ndim != 5 or x.shape[2] != 3:
         raise ValueError(f"float videos must be (N, T, 3, H, W) in [-1, 1], got {tuple(x.shape)}")
-    q = torch.clamp((x.detach().float().cpu() + 1) * 127.5 + 0.5, 0, 255).to(torch.uint8)
+    q = to_uint8(x.detach().cpu())  # the FID protocol's rounding (core/io_utils.py)
     return q.permute(0, 1, 3, 4, 2).contiguous().numpy()
 
 

@@ -32,6 +32,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.io_utils import weights_dir
+
 
 class MissingWeightsError(FileNotFoundError):
     """A pretrained network's weight file is absent or fails its checksum.
@@ -137,7 +139,7 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SELFFLOW_WEIGHTS_DIR") or Path.home() / ".cache" / "selfflow-lab" / "weights")
+    return weights_dir()  # $SELFFLOW_WEIGHTS_DIR, else ~/.cache/selfflow-lab/weights
 
 
 def spec(name: str) -> WeightSpec:

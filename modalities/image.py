@@ -24,16 +24,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
+from core.io_utils import cache_dir, to_uint8  # to_uint8: the FID protocol's rounding, also for PNGs
 from core.tokens import SampleWriter, Tokenizer
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SHAPES = ("circle", "square", "triangle", "cross")
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("SELFFLOW_CACHE", "~/.cache/selfflow-lab")).expanduser()
 
 
 #################################################################################
@@ -196,7 +193,7 @@ class ShapesDataset(ImageFolderDataset):
     """
 
     def __init__(self, root: str | Path | None = None, image_size: int = 32, per_class: int = 500, seed: int = 0):
-        root = Path(root).expanduser() if root else default_cache_dir() / "data"
+        root = Path(root).expanduser() if root else cache_dir("data")
         folder = root / f"shapes{image_size}-n{per_class}-s{seed}"
         problem = verify_shapes(folder, per_class, image_size, seed) if folder.exists() else "missing"
         if problem:
@@ -238,11 +235,6 @@ class PixelPatchTokenizer(Tokenizer):
     def coords(self) -> Tensor:
         h, w = torch.meshgrid(torch.arange(self.grid), torch.arange(self.grid), indexing="ij")
         return torch.stack([torch.zeros_like(h), h, w], dim=-1).reshape(-1, 3)
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """[-1, 1] floats -> uint8, rounding as DiT/REPA do for their sample npz files."""
-    return ((images.float() + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8)
 
 
 class ImageGridWriter(SampleWriter):

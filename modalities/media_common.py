@@ -22,8 +22,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
+
+# Shared with core and evals; re-exported here because every dataset of this package uses them.
+from core.io_utils import SkipLog, atomic_write_bytes, cache_root  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -41,71 +43,6 @@ class MediaError(ValueError):
     def detail(self) -> str:
         """The message without the leading path (for skip lists that print the path anyway)."""
         return f"{self.reason} ({self.fix})" if self.fix else self.reason
-
-
-@dataclass
-class SkipLog:
-    """Records files a dataset skipped, so the run can report them instead of dying.
-
-    Files found bad while the dataset is built (probing) are recorded in the main process.
-    A file that only fails later, inside a DataLoader worker, is recorded in that worker's copy
-    of the log, which the main process never sees; so the trainer points ``spool`` at a file in
-    the run directory before starting workers, every ``add`` also appends one JSON line there
-    (one short ``O_APPEND`` write per line, safe across processes), and the report reads them
-    back with :meth:`merge_spools`.
-    """
-
-    entries: list[tuple[str, str]] = field(default_factory=list)
-    spool: str | None = None
-
-    def add(self, path: str | os.PathLike, reason: str) -> None:
-        self.entries.append((str(path), reason))
-        log.warning("skipping %s: %s", path, reason)
-        if self.spool:
-            line = json.dumps({"path": str(path), "reason": reason, "pid": os.getpid()}) + "\n"
-            with open(self.spool, "a", encoding="utf-8") as f:
-                f.write(line)
-
-    def merge_spools(self, paths) -> int:
-        """Add the entries other processes spooled (files in ``paths``) that this log lacks;
-        returns how many were new. Unparseable lines (a process killed mid-write) are ignored."""
-        known, new = set(self.entries), 0
-        for p in paths:
-            for raw in Path(p).read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(raw)
-                    entry = (str(rec["path"]), str(rec["reason"]))
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if entry not in known:
-                    known.add(entry)
-                    self.entries.append(entry)
-                    new += 1
-        return new
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __iter__(self):
-        return iter(self.entries)
-
-    def __getitem__(self, index):
-        return self.entries[index]
-
-    def summary(self, limit: int = 10) -> str:
-        """One paragraph for the end-of-epoch report."""
-        if not self.entries:
-            return "no files skipped"
-        lines = [f"{len(self.entries)} file(s) skipped:"]
-        lines += [f"  {p}: {r}" for p, r in self.entries[:limit]]
-        if len(self.entries) > limit:
-            lines.append(f"  ... and {len(self.entries) - limit} more")
-        return "\n".join(lines)
-
-
-def cache_root() -> Path:
-    """The directory for generated data sets and latent caches (``$SELFFLOW_CACHE``)."""
-    return Path(os.path.expanduser(os.environ.get("SELFFLOW_CACHE", "~/.cache/selfflow-lab")))
 
 
 def config_hash(config: dict) -> str:
@@ -245,16 +182,3 @@ def require_nonempty(items: list, root: str | os.PathLike, skipped: SkipLog, kin
         raise ValueError(
             f"{root}: no usable {kind} files; every candidate was rejected.\n{skipped.summary()}"
         )
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

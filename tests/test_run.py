@@ -1,6 +1,7 @@
 """The hydra app end to end: composed configs, short runs of each method, exact resume, bad values."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,7 +103,7 @@ def test_torchrun_two_processes_through_the_cli(tmp_path, sharding, free_port):
            "run.py", *SMALL, "method=selfflow", f"run_dir={tmp_path}", "train.batch_size=8",
            f"train.fsdp={sharding == 'fsdp'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=run.Path(run.__file__).parent, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(cmd, cwd=Path(run.__file__).parent, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [2, 4, 6]  # one writer: no duplicated lines
@@ -116,7 +117,7 @@ def test_slurm_launcher_config_composes(compose):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(run.Path(run.__file__).parent / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(Path(run.__file__).parent / "configs"), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=["hydra/launcher=slurm", "hydra.launcher.nodes=2"],
                             return_hydra_config=True)
     launcher = cfg.hydra.launcher

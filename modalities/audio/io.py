@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.io_utils import atomic_path
 from modalities.media_common import MediaError
 
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3")
@@ -114,9 +115,7 @@ def write_wav(path: str | os.PathLike, wave, sample_rate: int) -> Path:
     import soundfile as sf
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = np.clip(torch.as_tensor(wave).detach().float().cpu().numpy().reshape(-1), -1, 1)
-    tmp = path.with_name(f".{path.stem}.tmp.wav")
-    sf.write(str(tmp), data, int(sample_rate), subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        sf.write(str(tmp), data, int(sample_rate), subtype="PCM_16", format="WAV")
     return path

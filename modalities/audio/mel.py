@@ -15,7 +15,7 @@ clipping negatives was 3-4x worse in the round trip), then Griffin-Lim phase rec
 resolution); ``tests/modalities/test_audio.py`` measures it.
 
 Learned latent (optional): with ``latent_checkpoint`` (written by
-:mod:`modalities.audio.mel_ae`), the normalised log-mel goes through a small convolutional
+:mod:`modalities.audio.mel_ae_train`), the normalised log-mel goes through a small convolutional
 autoencoder and the tokens are ``latent_patch`` patches of its latent ``(C, M/4, F/4)``;
 the mel statistics then come from that checkpoint (the autoencoder was trained with them)
 and :meth:`fit` leaves them alone.

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core import io_utils
+from core.io_utils import atomic_path
 from modalities.media_common import MediaError
 
 VIDEO_EXTENSIONS = ("mp4", "avi", "webm", "mkv", "mov", "m4v")
@@ -160,9 +162,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 8.0, qp:
     ph, pw = frames.shape[1] % 2, frames.shape[2] % 2
     if ph or pw:
         frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with av.open(str(tmp), "w", format="mp4") as container:
+    with atomic_path(path, keep_suffix=True) as tmp, av.open(str(tmp), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=int(round(fps)))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -174,7 +174,6 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 8.0, qp:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
     return path
 
 
@@ -212,5 +211,4 @@ def to_uint8(clip) -> np.ndarray:
     """Float clip ``(T, 3, H, W)`` in [-1, 1] -> uint8 ``(T, H, W, 3)``."""
     import torch
 
-    clip = torch.as_tensor(clip).detach().float().cpu()
-    return ((clip.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return io_utils.to_uint8(torch.as_tensor(clip).cpu()).permute(0, 2, 3, 1).numpy()  # the FID protocol's rounding

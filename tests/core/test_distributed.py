@@ -10,7 +10,8 @@ import torch.multiprocessing as mp
 from core.objectives import SelfFlowObjective
 from core.path import TimeDistribution
 from core.samplers import SamplerConfig
-from core.trainer import ResumableBatchSampler, Trainer, TrainConfig
+from core.data import ResumableBatchSampler
+from core.trainer import Trainer, TrainConfig
 from core.transformer import SiT
 from modalities.image import PixelPatchTokenizer
 

@@ -163,7 +163,7 @@ def dinov2_file(tmp_path, monkeypatch):
 
 
 def test_token_encoder_images_and_video(dinov2_file):
-    from evals.suite.encoders import DINOv2TokenEncoder
+    from app.repa_encoders import DINOv2TokenEncoder
 
     enc = DINOv2TokenEncoder(in_dim=12, input_size=56)  # 4x4 DINOv2 grid
     img = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -185,7 +185,7 @@ def test_token_encoder_images_and_video(dinov2_file):
 
 
 def test_offline_encoder_picks_dinov2_when_present(dinov2_file, monkeypatch):
-    from evals.suite.encoders import DINOv2TokenEncoder, offline_encoder
+    from app.repa_encoders import DINOv2TokenEncoder, offline_encoder
 
     enc = offline_encoder(12, "image", "auto", input_size=56)
     assert isinstance(enc, DINOv2TokenEncoder) and enc.feature_dim == 128
@@ -205,7 +205,7 @@ def test_repa_offline_config_builds_dinov2(dinov2_file, compose, modality):
     """configs/method/repa_offline.yaml -> the DINOv2 encoder, with the modality's tubelet for video."""
     from hydra.utils import instantiate
 
-    from evals.suite.encoders import DINOv2TokenEncoder
+    from app.repa_encoders import DINOv2TokenEncoder
 
     cfg = compose([f"modality={modality}", "method=repa_offline", "method.encoder.backbone=dinov2",
                    "method.encoder.input_size=56"])

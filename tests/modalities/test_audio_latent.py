@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from modalities.audio import MelTokenizer, SynthInstrumentsDataset
-from modalities.audio.mel_ae import load_checkpoint, train_mel_autoencoder
+from modalities.audio.mel_ae import load_checkpoint
+from modalities.audio.mel_ae_train import train_mel_autoencoder
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_train_tokenizer_entry_and_latent_training_run(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
     import run
-    from modalities.audio.mel_ae import train_tokenizer
+    from modalities.audio.mel_ae_train import train_tokenizer
 
     monkeypatch.setenv("SELFFLOW_CACHE", str(tmp_path / "cache"))
     configs = Path(__file__).resolve().parents[2] / "configs"

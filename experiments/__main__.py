@@ -1,4 +1,4 @@
-"""CLI: ``python -m evals.suite --budget quick`` (run + report) or ``--report DIR`` (report only)."""
+"""CLI: ``python -m experiments --budget quick`` (run + report) or ``--report DIR`` (report only)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _csv(text: str | None):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evals.suite", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
     p.add_argument("--budget", default="quick", help="quick | standard | paper | ablation | path/to/budget.yaml")
     p.add_argument("--modalities", help="comma list, e.g. image,video (default: the budget's)")
     p.add_argument("--seeds", help="comma list of ints (default: the budget's)")

@@ -5,8 +5,8 @@ import json
 
 import pytest
 from evals import weights
-from evals.suite.report import write_report
-from evals.suite.runner import cells, load_budget, run_suite
+from experiments.report import write_report
+from experiments.runner import cells, load_budget, run_suite
 
 # Smaller than the budget itself so that CI stays ~2 minutes on 2 busy cores: 16 real images,
 # 4 generated ones per evaluation, Inception at its minimum input size for the REPA encoder.
@@ -30,7 +30,7 @@ def test_quick_suite_for_image_end_to_end(tmp_path):
         assert steps == [3, 6]  # evaluated at two checkpoints: a convergence curve
         assert (d / "samples" / "final_grid.png").exists()
     cfg = (tmp_path / "image" / "repa" / "seed0" / "config.yaml").read_text()
-    assert "evals.suite.encoders.offline_encoder" in cfg  # REPA really used the Inception adapter
+    assert "app.repa_encoders.offline_encoder" in cfg  # REPA really used the Inception adapter
 
     text = write_report(tmp_path).read_text()
     assert "| fm |" in text and "| repa |" in text and "| selfflow |" in text
@@ -55,7 +55,7 @@ def test_inception_encoder_with_one_token_at_mixed_10_is_the_fid_feature():
     import torch
 
     from evals.inception import load_inception
-    from evals.suite.encoders import InceptionTokenEncoder
+    from app.repa_encoders import InceptionTokenEncoder
 
     enc = InceptionTokenEncoder(in_dim=12, layer="mixed_10", input_size=299)
     raw = torch.rand(2, 3, 32, 32) * 2 - 1

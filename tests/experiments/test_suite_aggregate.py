@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from evals.suite import aggregate as agg
-from evals.suite.runner import cells, load_budget, merge_overrides
+from experiments import aggregate as agg
+from experiments.runner import cells, load_budget, merge_overrides
 
 
 def write_run(root, modality, variant, seed, final: dict, curve: dict | None = None, rates=(10.0, 12.0, 12.0)):
@@ -138,7 +138,7 @@ def test_runs_from_a_plain_hydra_multirun_are_identified_by_their_config(tmp_pat
 
 
 def test_report_writes_tables_plots_and_the_papers_numbers(tmp_path):
-    from evals.suite.report import write_report
+    from experiments.report import write_report
 
     for variant, v in [("fm", 60.0), ("repa", 55.0), ("selfflow", 50.0)]:
         write_run(tmp_path, "image", variant, 0, {"fid": v}, curve={3: {"fid": v + 5}, 6: {"fid": v}})
@@ -169,7 +169,7 @@ def test_every_budget_composes_into_valid_run_configs(compose, name):
                           c.sample.num_steps, str(c.eval.metrics))
         assert len({keys(c) for c in cfgs}) == 1, (name, m)
     # every REPA cell names an encoder that exists for its modality (audio+inception used to slip through)
-    from evals.suite.encoders import choose_backbone
+    from app.repa_encoders import choose_backbone
 
     for cell in grid:
         if "method=repa_offline" in cell.overrides and cell.seed == budget.seeds[0]:
@@ -198,8 +198,8 @@ def test_unknown_budget_names_the_choices():
 def test_repa_caveat_follows_the_encoder_the_run_really_used(tmp_path, encoder, metrics, expect):
     import json
 
-    from evals.suite.aggregate import Run
-    from evals.suite.report import _repa_caveat
+    from experiments.aggregate import Run
+    from experiments.report import _repa_caveat
 
     (tmp_path / "encoder.json").write_text(json.dumps({"class": encoder}))
     text = _repa_caveat([Run("image", "repa", 0, tmp_path)], "image", metrics)

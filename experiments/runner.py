@@ -1,4 +1,4 @@
-"""Run a benchmark budget's grid (modality x variant x seed) through ``run.main``, resumably.
+"""Run a benchmark budget's grid (modality x variant x seed) through ``app.tasks.main``, resumably.
 
 A budget is ``configs/benchmark/<name>.yaml`` (see quick.yaml for the keys). Every cell is one
 ordinary run composed with hydra from the real config tree, so a cell is exactly what
@@ -25,11 +25,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-REPO = Path(__file__).resolve().parents[2]
+from core.io_utils import git_commit
+
+REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 BUDGET_DIR = CONFIG_DIR / "benchmark"
 REQUIRED = ("name", "modalities", "seeds", "variants", "common")
-log = logging.getLogger("evals.suite")
+log = logging.getLogger("experiments")
 
 
 @dataclass
@@ -153,7 +155,7 @@ def run_cell(cell: Cell, suite_dir: Path) -> dict:
     """Run (or skip, or resume) one cell; returns its ``suite_cell.json`` record."""
     import torch
 
-    import run  # the hydra app (repo root); imported late so `--print-multirun` stays light
+    from app.tasks import main as run_main  # imported late so `--print-commands` stays light
 
     run_dir = Path(suite_dir) / cell.key
     record_path = run_dir / "suite_cell.json"
@@ -174,7 +176,7 @@ def run_cell(cell: Cell, suite_dir: Path) -> dict:
     t0 = time.perf_counter()
     try:
         with PeakRSS() as rss:
-            summary = run.main(cfg)
+            summary = run_main(cfg)
     except Exception as exc:  # one broken cell must not cost the others; the record says why
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-4000:])
         record_path.write_text(json.dumps(record, indent=1))
@@ -187,16 +189,6 @@ def run_cell(cell: Cell, suite_dir: Path) -> dict:
         record["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     record_path.write_text(json.dumps(record, indent=1, default=str))
     return record
-
-
-def git_commit() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO,
-                              timeout=5).stdout.strip() or "unknown"
-    except Exception:
-        return "unknown"
 
 
 def run_suite(budget: DictConfig, suite_dir: Path, **kw) -> list[dict]:

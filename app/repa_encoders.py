@@ -15,7 +15,7 @@ model's token grid so that every model token gets the feature of the region it c
   the paper's baseline (Table 1: "REPA (DINOv2-B)"); needs the ``dinov2`` weight file.
 * :func:`offline_encoder` -- the per-modality default: ``backbone=auto`` means DINOv2 for image /
   video when its weight file is present, else the Inception, and CREPE for audio. Used by
-  ``configs/method/repa_offline.yaml`` with ``modality: ${modality.name}``, so one hydra sweep over
+  ``configs/method/repa_offline.yaml`` with ``modality: ${modality.eval_family}``, so one hydra sweep over
   modalities picks the right network for each.
 
 The networks are registered as submodules (so ``.to(device)`` moves them), but the REPA objective
@@ -140,7 +140,7 @@ class InceptionTokenEncoder(SpatialTokenEncoder):
                  weights_path=None, cache_items: int = 0):
         super().__init__()
         self.cache = FeatureCache(cache_items)
-        from ..inception import load_inception  # lazy: verifies the weight file (weights manager)
+        from evals.inception import load_inception  # lazy: verifies the weight file (weights manager)
 
         if layer not in INCEPTION_LAYERS:
             raise ValueError(f"method.encoder.layer={layer!r}: must be one of {sorted(INCEPTION_LAYERS)}")
@@ -161,7 +161,7 @@ class InceptionTokenEncoder(SpatialTokenEncoder):
 
     def _features(self, images: Tensor) -> Tensor:
         """images in [-1, 1] (M, 3, H, W) -> (M, C, h, w) block output, ADM's input mapping."""
-        from ..inception import resize_bilinear_tf1
+        from evals.inception import resize_bilinear_tf1
 
         n = self.net
         x = resize_bilinear_tf1((images.float() + 1.0) * 127.5, self.input_size)
@@ -189,7 +189,7 @@ class DINOv2TokenEncoder(SpatialTokenEncoder):
     def __init__(self, in_dim: int, input_size: int = 224, patch=None, weights_path=None,
                  cache_items: int = 0, pos_resample: str = "repa"):
         super().__init__()
-        from ..dinov2 import load_dinov2
+        from evals.dinov2 import load_dinov2
 
         self.cache = FeatureCache(cache_items)
         self.net, self.weights_sha256 = load_dinov2(weights_path, pos_resample)
@@ -201,7 +201,7 @@ class DINOv2TokenEncoder(SpatialTokenEncoder):
         self.name = f"dinov2_d{self.net.dim}_l{len(self.net.blocks)}@{input_size}px"
 
     def _features(self, images: Tensor) -> Tensor:
-        from ..dinov2 import preprocess
+        from evals.dinov2 import preprocess
 
         g = self.input_size // self.net.patch
         t = self.net(preprocess(images, self.input_size))  # (M, g*g, D)
@@ -219,7 +219,7 @@ class CrepeTokenEncoder(nn.Module):
                  sample_rate: int = 16000, weights_path=None, cache_items: int = 0):
         super().__init__()
         self.cache = FeatureCache(cache_items)
-        from ..audio_nets import CREPE_SR, load_crepe
+        from evals.audio_nets import CREPE_SR, load_crepe
 
         sd, self.weights_sha256 = load_crepe(capacity, weights_path)
         for k, v in sd.items():  # buffers: moved by .to(), excluded from gradients
@@ -237,7 +237,7 @@ class CrepeTokenEncoder(nn.Module):
         return self.cache(tokens, raw, self._encode)
 
     def _encode(self, tokens: Tensor, raw: Tensor) -> Tensor:
-        from ..audio_nets import crepe_embed
+        from evals.audio_nets import crepe_embed
 
         B, N = tokens.shape[:2]
         if N % self.freq_groups:
@@ -277,7 +277,7 @@ def choose_backbone(modality: str, backbone: str = "auto", weights_path=None, **
         if weights_path:
             raise ValueError("method.encoder.weights_path is set but backbone=auto: name the network the "
                              "file belongs to (method.encoder.backbone=dinov2 or inception)")
-        from ..weights import available
+        from evals.weights import available
 
         backbone = "dinov2" if available("dinov2") else "inception"
     return backbone

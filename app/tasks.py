@@ -1,0 +1,96 @@
+"""One entry for every task: ``main(cfg)`` validates, derives the run directory and the device once,
+and runs ``train`` (here), ``sample`` (app/sample.py) or ``train_tokenizer`` (app/tokenizer.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from core import distributed as dist_utils
+from core.io_utils import git_commit
+from core.report import write_report
+from core.trainer import Trainer, TrainConfig, pick_device, read_metrics
+
+from .build import build
+from .config import ConfigError, fingerprint, requested_run_dir, sampler_config, validate, write_config
+from .evaluation import EvalHook
+from .sample import check as check_sample
+from .sample import sample_task
+from .tokenizer import train_tokenizer
+
+log = logging.getLogger("run")
+
+
+def main(cfg: DictConfig) -> dict:
+    """Run ``cfg.task``; returns a summary with ``run_dir``.
+
+    Under ``torchrun`` every rank runs this; rank 0 alone writes files and evaluates.
+    """
+    validate(cfg)
+    if cfg.task == "train_tokenizer":
+        return train_tokenizer(cfg, requested_run_dir(cfg))
+    if cfg.task == "sample":
+        check_sample(cfg)
+    info = dist_utils.init_distributed(cfg.train.get("dist_backend", "auto"))
+    # ranks may have started at different seconds (hydra's dated output directory): rank 0's wins
+    run_dir = Path(dist_utils.broadcast_object(str(requested_run_dir(cfg))))
+    device = pick_device(cfg.train.get("device", "auto"), info.local_rank)
+    if cfg.task == "sample":
+        return sample_task(cfg, run_dir, device, info.is_main)
+    return train(cfg, run_dir, device, info.is_main)
+
+
+def train(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -> dict:
+    """``task=train``: train, sample with the EMA model, evaluate, and write the report."""
+    if is_main:
+        write_config(cfg, run_dir)
+    torch.manual_seed(int(cfg.seed))
+    parts = build(cfg)
+    encoder = getattr(parts["objective"], "encoder", None)
+    if encoder is not None and is_main:  # which network REPA really used ("auto" picks at run time)
+        (run_dir / "encoder.json").write_text(json.dumps({
+            "class": type(encoder).__name__, "name": getattr(encoder, "name", type(encoder).__name__),
+            "feature_dim": encoder.feature_dim, "weights_sha256": getattr(encoder, "weights_sha256", None)}, indent=1))
+    declared = cfg.modality.get("num_classes")
+    if declared is not None and declared != parts["dataset"].num_classes:
+        raise ConfigError(f"modality.num_classes={declared} but the dataset has {parts['dataset'].num_classes} "
+                          f"classes; fix modality.num_classes")
+    train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True))
+    sampler_cfg = sampler_config(cfg)
+    parts["tokenizer"].fit(parts["dataset"])
+    evaluator = EvalHook(cfg, sampler_cfg, parts["dataset"])
+    trainer = Trainer(model=parts["model"], objective=parts["objective"], tokenizer=parts["tokenizer"],
+                      dataset=parts["dataset"], cfg=train_cfg, run_dir=run_dir, sampler_cfg=sampler_cfg,
+                      writer=parts["writer"], num_samples=int(cfg.sample.num_samples), sample_seed=int(cfg.sample.seed),
+                      config_fingerprint=fingerprint(cfg), hooks=[evaluator], device=device)
+    summary = trainer.fit()
+    assets = trainer.write_samples("final")
+    trainer.run_hooks()
+    if not is_main:
+        return {**summary, "run_dir": str(run_dir)}
+    evals = evaluator.results
+    if evals is not None:
+        (run_dir / "eval.json").write_text(json.dumps(evals, indent=1, default=str))
+    n_params = sum(p.numel() for p in parts["model"].parameters())
+    skipped = getattr(parts["dataset"], "skipped", [])
+    if hasattr(skipped, "merge_spools"):  # files that broke inside DataLoader workers (any rank)
+        skipped.merge_spools(sorted(run_dir.glob("skipped_in_workers_rank*.jsonl")))
+    report_summary = {
+        "modality": cfg.modality.name, "method": cfg.method.name, "model": cfg.model.name,
+        "parameters": f"{n_params / 1e6:.2f} M", "prediction": parts["model"].prediction,
+        "steps": summary["steps"], "batch size": train_cfg.batch_size,
+        "wall time (this run)": f"{summary['wall_s']:.1f} s", "samples/s": summary["samples_per_s"],
+        "sampler": f"{sampler_cfg.method}, {sampler_cfg.num_steps} steps, cfg {sampler_cfg.cfg_scale}",
+        "dataset": f"{len(parts['dataset'])} items, {len(skipped)} skipped", "commit": git_commit(),
+    }
+    if encoder is not None:
+        report_summary["REPA encoder"] = getattr(encoder, "name", type(encoder).__name__)
+    notes = [f"skipped unreadable file {p}: {why}" for p, why in skipped[:20]]
+    write_report(run_dir, f"{cfg.method.name} on {cfg.modality.name}", report_summary,
+                 read_metrics(run_dir / "metrics.jsonl"), assets, evals, notes)
+    log.info("run directory: %s", run_dir)
+    return {**summary, "run_dir": str(run_dir), "assets": {k: str(v) for k, v in assets.items()}}
