@@ -22,8 +22,8 @@ Statistics, and why (docs/statistics.md explains how to read them):
 * **Minimum detectable effect** (MDE) at 80 % power for the two-sided paired t-test at
   alpha = 0.05, from the observed ``sd(d)``: the true mean difference at which the test rejects in
   80 % of repetitions, solved exactly with the noncentral t distribution (``mde``; the usual
-  approximation ``(t_{1-a/2} + t_{power}) * sd / sqrt(n)`` is ``mde_approx``, a few % smaller for
-  n <= 5 and equal to 3 digits from n = 10).
+  approximation ``(t_{1-a/2} + t_{power}) * sd / sqrt(n)`` is ``mde_approx``: 1 % smaller for
+  n = 5-6, 14 % for n = 2, within 0.2 % from n = 10).
 * **Verdict** for a metric where lower is better (Frechet distances): with fewer than
   ``MIN_PAIRS = 6`` paired seeds it refuses ("not enough seeds (3 < 6) for a verdict"): 6 is the
   smallest n at which the exact sign-flip test can reach p < 0.05 at all. Otherwise "better" when
