@@ -5,6 +5,6 @@
 
 An experiment runner, not an evaluator: it trains models. Modules: ``runner`` (the grid of
 ``app.tasks.main`` calls from ``configs/benchmark/<budget>.yaml``), ``aggregate`` (statistics:
-mean/std, paired bootstrap CIs, verdicts; pure numpy), ``report`` (report.md and plots). REPA's
+mean/std, paired t-intervals, exact sign-flip p-values and minimum detectable effects, verdicts; pure numpy), ``report`` (report.md and plots). REPA's
 offline encoders live in ``app/repa_encoders.py``.
 """

@@ -1,7 +1,7 @@
 """The suite's aggregate report: ``report.md``, ``aggregate.json`` and PNG plots in the suite directory.
 
-Per modality: mean +- std per method, paired differences (target - baseline) with 95 % bootstrap
-CIs and verdicts, metric-vs-step convergence plots, a training-cost table, sample panels linked
+Per modality: mean +- std per method, paired differences (target - baseline) with 95 % paired
+t-intervals, exact sign-flip p-values, minimum detectable effects and verdicts, metric-vs-step convergence plots, a training-cost table, sample panels linked
 from each run, and the paper's own numbers (reference/selfflow.md section 8) beside ours, labelled
 as the paper's and at the paper's scale. Caveats that change how a number reads (REPA aligned
 to the metric's own network, metrics that are unavailable, single seeds) are stated in the text.
@@ -78,7 +78,7 @@ def plot_convergence(curves: dict, metric: str, path: Path) -> Path | None:
 def _repa_caveat(runs: list[agg.Run], modality: str, metrics: list[str]) -> str | None:
     """The plain statement the issue asks for when REPA's encoder is the metric's network."""
     for r in runs:
-        if r.modality != modality or r.variant != "repa":
+        if r.modality != modality or not r.variant.startswith("repa"):  # repa, repa_random, suite names
             continue
         used = r.run_dir / "encoder.json"  # written by run.py: the network actually loaded
         if used.is_file():
@@ -129,11 +129,15 @@ def write_report(suite_dir: Path, target: str = "selfflow", title: str | None = 
                   f"{', finished ' + manifest['finished'] if manifest.get('finished') else ''}."]
         if manifest.get("failed"):
             lines += ["", f"**Failed cells** (see their suite_cell.json): {', '.join(manifest['failed'])}"]
-    lines += ["", f"Statistics: mean ± std over seeds (ddof=1). Paired differences `{target} − baseline` per seed, "
-              f"95% percentile bootstrap CI ({s['n_resamples']} resamples, numpy RNG seed {s['bootstrap_seed']}). "
-              f"Verdict \"better\"/\"worse\" only if the CI excludes 0, the mean difference is ≥ "
-              f"{s['min_rel_effect']:.0%} of the baseline's mean and there are ≥ {s['min_pairs']} paired seeds; "
-              f"otherwise \"{agg.NO_DIFF}\". Lower is better for Frechet distances."]
+    lines += ["", f"Statistics (docs/statistics.md): mean ± std over seeds (ddof=1). Paired differences "
+              f"`{target} − baseline` per seed; 95% paired t-interval of their mean; exact two-sided sign-flip "
+              f"permutation p-value (all 2^n sign patterns for n ≤ {s['exact_max_pairs']}, else {s['mc_resamples']} random ones; statistic |mean|); MDE = the smallest true mean "
+              f"difference the paired t-test detects with {s['power']:.0%} power at alpha {1 - s['level']:.2g}, "
+              f"from the observed spread (noncentral t). Verdict \"better\"/\"worse\" only with ≥ {s['min_pairs']} "
+              f"paired seeds (fewer: \"{agg.TOO_FEW}\"; with n seeds the smallest possible p is 2/2^n), "
+              f"p < {1 - s['level']:.2g}, a t-interval that excludes 0 and a mean difference ≥ "
+              f"{s['min_rel_effect']:.0%} of the baseline's mean; otherwise \"{agg.NO_DIFF} (would have detected "
+              f"≥ X)\", X = max(MDE, {s['min_rel_effect']:.0%} of the baseline). Lower is better for Frechet distances."]
     if not runs:
         lines += ["", "No finished run (no eval.json) was found."]
     for modality, res in result["modalities"].items():
@@ -152,10 +156,12 @@ def write_report(suite_dir: Path, target: str = "selfflow", title: str | None = 
             lines += ["", "No numeric metric: every evaluator was unavailable (see each run's eval.json)."]
         if res["comparisons"]:
             lines += ["", f"### Paired differences ({target} − baseline)", "",
-                      "| metric | baseline | mean diff | 95% CI | seeds | verdict | why |", "|---|---|---|---|---|---|---|"]
+                      "| metric | baseline | mean diff | 95% t-interval | p (sign-flip) | MDE (80%) | seeds | verdict "
+                      "| why |", "|---|---|---|---|---|---|---|---|---|"]
             for c in res["comparisons"]:
                 lines.append(f"| {c['metric']} | {c['baseline']} | {_f(c['mean_diff'])} | [{_f(c['ci_low'])}, "
-                             f"{_f(c['ci_high'])}] | {len(c['seeds'])} | **{c['verdict']}** | {c['why']} |")
+                             f"{_f(c['ci_high'])}] | {_f(c['p_value'], 3)} | {_f(c['mde'], 3)} | {len(c['seeds'])} "
+                             f"| **{c['verdict']}** | {c['why']} |")
         for metric, curves in res["convergence"].items():
             png = plot_convergence(curves, metric, suite_dir / f"convergence_{modality}_{metric}.png")
             if png:

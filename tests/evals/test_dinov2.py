@@ -201,13 +201,13 @@ def test_offline_encoder_picks_dinov2_when_present(dinov2_file, monkeypatch):
 
 
 @pytest.mark.parametrize("modality", ["image", "video"])
-def test_repa_offline_config_builds_dinov2(dinov2_file, compose, modality):
-    """configs/method/repa_offline.yaml -> the DINOv2 encoder, with the modality's tubelet for video."""
+def test_repa_config_builds_dinov2(dinov2_file, compose, modality):
+    """configs/method/repa.yaml -> the DINOv2 encoder, with the modality's tubelet for video."""
     from hydra.utils import instantiate
 
     from app.repa_encoders import DINOv2TokenEncoder
 
-    cfg = compose([f"modality={modality}", "method=repa_offline", "method.encoder.backbone=dinov2",
+    cfg = compose([f"modality={modality}", "method=repa", "method.encoder.backbone=dinov2",
                    "method.encoder.input_size=56"])
     enc = instantiate(cfg.method.encoder, in_dim=12)
     assert isinstance(enc, DINOv2TokenEncoder) and enc.input_size == 56 and enc.net.pos_resample == "repa"

@@ -26,42 +26,80 @@ def write_run(root, modality, variant, seed, final: dict, curve: dict | None = N
     return d
 
 
-# ---- bootstrap ------------------------------------------------------------------------------------
+# ---- t-interval, sign-flip p-value, MDE ------------------------------------------------------------
 
-def test_constant_differences_give_a_zero_width_ci():
-    lo, hi = agg.bootstrap_ci([-2.5] * 5)
-    assert lo == hi == pytest.approx(-2.5)
-
-
-def test_bootstrap_ci_is_deterministic_and_contains_the_mean():
-    x = [0.3, -1.2, 2.0, 0.7, 1.1]
-    assert agg.bootstrap_ci(x) == agg.bootstrap_ci(x)
-    lo, hi = agg.bootstrap_ci(x)
-    assert lo < np.mean(x) < hi
+# Student t quantiles (printed tables give 2.776, 2.571, 4.303, 0.920; here to 13 digits)
+T975 = {2: 4.302652729749, 4: 2.776445105198, 5: 2.570581835636}   # t_{0.975, df}, df = n - 1
+T80 = {5: 0.9195437802408}                                         # t_{0.80, 5}
 
 
-def test_bootstrap_ci_of_a_symmetric_sample_is_symmetric_about_its_mean():
-    lo, hi = agg.bootstrap_ci([-3.0, -1.0, 1.0, 3.0], n_resamples=20_000)
-    assert lo == pytest.approx(-hi, abs=0.05)
-    # resample means of {-3,-1,1,3} lie on a grid of 0.5; the 2.5% tail is well inside (-3, 3)
-    assert -3.0 < lo < -1.0
+def test_t_interval_matches_the_hand_formula():
+    x = np.array([0.3, -1.2, 2.0, 0.7, 1.1])
+    mean = x.sum() / 5
+    sd = np.sqrt(((x - mean) ** 2).sum() / 4)
+    half = T975[4] * sd / np.sqrt(5)
+    assert agg.t_interval(x) == pytest.approx((mean - half, mean + half), rel=1e-11)
+    y = np.array([-4.0, -5.5, -6.0, -5.0, -4.5, -6.5])
+    sd = np.sqrt(((y - y.mean()) ** 2).sum() / 5)
+    assert agg.t_interval(y) == pytest.approx((y.mean() - T975[5] * sd / np.sqrt(6), y.mean() + T975[5] * sd / np.sqrt(6)))
 
 
-def test_bootstrap_ci_coverage_is_sane_for_normal_data():
-    """Percentile bootstrap of the mean, n=20 normal draws: covers the true mean ~95% (a bit less)."""
-    rng = np.random.default_rng(1)
-    hits = 0
-    for i in range(200):
-        lo, hi = agg.bootstrap_ci(rng.normal(1.0, 2.0, size=20), n_resamples=2000, seed=i)
-        hits += lo <= 1.0 <= hi
-    assert 0.85 <= hits / 200 <= 0.99
+def test_t_interval_edge_cases():
+    assert agg.t_interval([-2.5] * 5) == (-2.5, -2.5)                  # no spread: zero width
+    assert all(np.isnan(agg.t_interval([1.0])))                        # one pair: no interval at all
+    lo3, hi3 = agg.t_interval([1.0, 2.0, 3.0])                         # [min, max] was the 3-seed bootstrap
+    assert lo3 < 1.0 and hi3 > 3.0 and (hi3 - lo3) / 2 == pytest.approx(T975[2] / np.sqrt(3))
 
 
-def test_bootstrap_ci_narrows_with_more_data():
+@pytest.mark.parametrize("diffs,expected", [
+    ([1.0] * 5, 2 / 32),                   # all positive: only the observed pattern and its mirror are as extreme
+    ([1.0] * 6, 2 / 64),
+    ([0.5, 1.0, 2.0, 3.0, 4.0, 5.0], 2 / 64),  # all positive, unequal: the same
+    ([1.0, 1.0, 1.0, 1.0, -1.0], 12 / 32),  # |sum| >= 3: one or zero negatives (6 patterns), times 2 mirrors
+    ([3.0, 1.0, -1.0], 6 / 8),             # sums are +-5, +-3, +-3, +-1: six have |sum| >= |3|
+    ([0.0, 0.0, 0.0, 0.0, 0.0], 1.0),      # no difference at all
+])
+def test_sign_flip_p_is_exact_on_hand_checkable_vectors(diffs, expected):
+    assert agg.sign_flip_p(diffs) == pytest.approx(expected, abs=1e-15)
+
+
+def test_sign_flip_p_equals_scipy_permutation_test_when_scipy_enumerates():
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    for n in (5, 7, 9):
+        d = rng.normal(0.4, 1.0, size=n)
+        ref = stats.permutation_test((d,), lambda x, axis: np.abs(np.mean(x, axis=axis)), vectorized=True,
+                                     permutation_type="samples", n_resamples=np.inf, alternative="greater").pvalue
+        assert agg.sign_flip_p(d) == pytest.approx(ref, rel=1e-12)
+
+
+def test_sign_flip_p_above_the_exact_limit_is_a_seeded_monte_carlo_close_to_exact():
+    d = np.random.default_rng(0).normal(0.3, 1.0, size=14)
+    exact = agg.sign_flip_p(d)
+    mc = agg.sign_flip_p(d, exact_max=10, n_resamples=50_000)
+    assert mc == agg.sign_flip_p(d, exact_max=10, n_resamples=50_000)  # reproducible
+    assert abs(mc - exact) < 4 * np.sqrt(exact * (1 - exact) / 50_000) + 1e-4
+
+
+def test_mde_approximation_is_the_textbook_formula():
+    assert agg.mde_approx(2.0, 6) == pytest.approx((T975[5] + T80[5]) * 2.0 / np.sqrt(6), rel=1e-11)
+    assert np.isnan(agg.mde_approx(1.0, 1))
+
+
+def test_exact_mde_has_80_percent_power_by_simulation():
+    """Draw paired differences with true mean = MDE: the two-sided t-test rejects in ~80 % of repetitions."""
+    sd, n = 1.5, 6
+    m = agg.mde(sd, n)
+    assert agg.t_test_power(m, sd, n) == pytest.approx(0.8, abs=1e-9)
     rng = np.random.default_rng(0)
-    small = agg.bootstrap_ci(rng.normal(size=5))
-    large = agg.bootstrap_ci(rng.normal(size=500))
-    assert large[1] - large[0] < small[1] - small[0]
+    d = rng.normal(m, sd, size=(40_000, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n))
+    assert np.mean(np.abs(t) > T975[5]) == pytest.approx(0.8, abs=0.012)
+    # exact vs approximation: within a few % at n = 6, and both scale with sd / sqrt(n)
+    assert agg.mde_approx(sd, n) == pytest.approx(m, rel=0.02)
+    assert agg.mde(2 * sd, n) == pytest.approx(2 * m, rel=1e-6)
+    assert agg.mde(0.0, n) == 0.0 and np.isnan(agg.mde(1.0, 1))
 
 
 # ---- pairing and verdicts ---------------------------------------------------------------------------
@@ -71,52 +109,69 @@ def test_paired_differences_use_common_seeds_only():
     assert seeds == [0, 1] and d.tolist() == [-2.0, -0.5]
 
 
-@pytest.mark.parametrize("diff,ci,n,metric,base,expected", [
-    (-2.0, (-3.0, -1.0), 3, "fid", 50.0, agg.BETTER),            # lower FID, CI below 0
-    (2.0, (1.0, 3.0), 3, "fid", 50.0, agg.WORSE),
-    (-0.5, (-1.5, 0.5), 5, "fid", 50.0, agg.NO_DIFF),            # CI contains 0
-    (-2.0, (-3.0, -1.0), 2, "fid", 50.0, agg.NO_DIFF),           # too few seeds
-    (-0.1, (-0.12, -0.08), 5, "fid", 50.0, agg.NO_DIFF),         # 0.2% effect < 1% threshold
-    (0.05, (0.03, 0.07), 3, "precision", 0.5, agg.BETTER),      # higher precision is better
-    (-0.05, (-0.07, -0.03), 3, "recall", 0.5, agg.WORSE),
+@pytest.mark.parametrize("diff,ci,p,n,metric,base,expected", [
+    (-2.0, (-3.0, -1.0), 0.03, 6, "fid", 50.0, agg.BETTER),            # lower FID, p < 0.05, CI below 0
+    (2.0, (1.0, 3.0), 0.03, 6, "fid", 50.0, agg.WORSE),
+    (-2.0, (-3.0, -1.0), 0.06, 8, "fid", 50.0, agg.NO_DIFF),           # CI excludes 0 but p >= 0.05
+    (-0.5, (-1.5, 0.5), 0.01, 8, "fid", 50.0, agg.NO_DIFF),            # p small but CI contains 0
+    (-2.0, (-3.0, -1.0), 0.03, 5, "fid", 50.0, agg.TOO_FEW),           # 5 < 6 seeds
+    (-0.1, (-0.12, -0.08), 0.01, 8, "fid", 50.0, agg.NO_DIFF),         # 0.2% effect < 1% threshold
+    (0.05, (0.03, 0.07), 0.03, 6, "precision", 0.5, agg.BETTER),      # higher precision is better
+    (-0.05, (-0.07, -0.03), 0.03, 6, "recall", 0.5, agg.WORSE),
 ])
-def test_verdict_thresholds(diff, ci, n, metric, base, expected):
-    assert agg.verdict(diff, ci, n, metric, base)[0] == expected
+def test_verdict_thresholds(diff, ci, p, n, metric, base, expected):
+    assert agg.verdict(diff, ci, p, n, metric, base)[0] == expected
 
 
-def test_a_single_seed_never_gets_a_verdict():
-    """One pair gives a zero-width CI that excludes 0: exactly the case that must not read as a win."""
-    ci = agg.bootstrap_ci([-10.0])
-    word, why = agg.verdict(-10.0, ci, 1, "fid", 100.0)
-    assert word == agg.NO_DIFF and "1 paired seed" in why
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_fewer_than_six_seeds_refuse_even_when_every_seed_agrees(n):
+    c = agg.compare([-10.0 - 0.1 * i for i in range(n)], "fid", 100.0)
+    assert c["outcome"] == agg.TOO_FEW and c["verdict"] == f"not enough seeds ({n} < 6) for a verdict"
+    assert c["p_value"] == pytest.approx(2.0 ** (1 - n))  # why: the test cannot get below 2/2^n
+
+
+def test_six_agreeing_seeds_can_win_and_a_null_result_states_what_it_could_have_seen():
+    win = agg.compare([-5.0, -6.0, -6.0, -5.5, -6.2, -5.1], "fid", 57.0)
+    assert win["outcome"] == agg.BETTER and win["p_value"] == pytest.approx(2 / 64)
+    d = np.array([-5.0, 6.0, -6.0, 1.0, 2.0, -3.0, 0.5])
+    null = agg.compare(d, "fid", 57.0)
+    assert null["outcome"] == agg.NO_DIFF
+    assert null["mde"] == pytest.approx(agg.mde(d.std(ddof=1), 7))
+    assert null["verdict"] == f"no detectable difference (would have detected >= {null['mde']:.3g})"
+    tight = agg.compare([0.01, -0.01, 0.02, -0.02, 0.0, 0.01], "fid", 57.0)  # MDE below the 1% floor
+    assert tight["verdict"] == "no detectable difference (would have detected >= 0.57)"
 
 
 # ---- reading runs and the full aggregation ----------------------------------------------------------
 
 def test_aggregate_on_synthetic_metric_files(tmp_path):
-    fid = {"fm": [60.0, 62.0, 61.0], "repa": [55.0, 58.0, 57.0], "selfflow": [50.0, 52.0, 51.0]}
+    fid = {"fm": [60.0, 62.0, 61.0, 63.0, 59.0, 61.0], "repa": [55.0, 58.0, 57.0, 58.0, 54.0, 56.0],
+           "selfflow": [50.0, 52.0, 51.0, 53.0, 49.0, 51.0]}
     for variant, values in fid.items():
         for seed, v in enumerate(values):
             write_run(tmp_path, "image", variant, seed, {"fid": v, "precision": 0.5},
                       curve={3: {"fid": v + 10}, 6: {"fid": v}})
     write_run(tmp_path, "image", "fm", 9, {"fid": 1.0}).joinpath("eval.json").unlink()  # unfinished: ignored
     runs = agg.load_runs(tmp_path)
-    assert len(runs) == 9
+    assert len(runs) == 18
     res = agg.aggregate(runs)["modalities"]["image"]
     mean, std, n = res["table"]["selfflow"]["fid"]
-    assert (mean, n) == (51.0, 3) and std == pytest.approx(1.0)
+    sf = np.array(fid["selfflow"])
+    assert (mean, n) == (pytest.approx(sf.mean()), 6) and std == pytest.approx(sf.std(ddof=1))
     assert "fvd" not in res["table"]["fm"]  # unavailable metrics are not numbers
     by = {(c["baseline"], c["metric"]): c for c in res["comparisons"]}
     assert by[("fm", "fid")]["mean_diff"] == pytest.approx(-10.0)
     assert by[("fm", "fid")]["ci_low"] == by[("fm", "fid")]["ci_high"] == pytest.approx(-10.0)  # constant diffs
-    assert by[("fm", "fid")]["verdict"] == agg.BETTER
-    assert by[("repa", "fid")]["verdict"] == agg.BETTER  # diffs -5, -6, -6
-    assert by[("fm", "precision")]["verdict"] == agg.NO_DIFF  # identical
+    assert by[("fm", "fid")]["verdict"] == agg.BETTER and by[("fm", "fid")]["p_value"] == pytest.approx(2 / 64)
+    assert by[("repa", "fid")]["verdict"] == agg.BETTER  # diffs -5, -6, -6, -5, -5, -5
+    assert by[("fm", "precision")]["outcome"] == agg.NO_DIFF  # identical
+    three = agg.aggregate([r for r in runs if r.seed < 3])["modalities"]["image"]["comparisons"]
+    assert {c["outcome"] for c in three} == {agg.TOO_FEW}  # the same wins from 3 seeds are refused
     conv = res["convergence"]["fid"]["fm"]
     assert [p[0] for p in conv] == [3, 6] and conv[0][1] == pytest.approx(71.0)
     cost = res["cost"]["fm"]
     assert cost["train_samples_per_s"][0] == pytest.approx(12.0)  # warm-up interval dropped
-    assert cost["wall_s"][0] == pytest.approx(6.0)
+    assert cost["wall_s"][0] == pytest.approx(7.5)  # 5 + seed, seeds 0..5
 
 
 def test_throughput_skips_intervals_that_contain_an_evaluation():
@@ -143,7 +198,8 @@ def test_report_writes_tables_plots_and_the_papers_numbers(tmp_path):
     for variant, v in [("fm", 60.0), ("repa", 55.0), ("selfflow", 50.0)]:
         write_run(tmp_path, "image", variant, 0, {"fid": v}, curve={3: {"fid": v + 5}, 6: {"fid": v}})
     text = write_report(tmp_path).read_text()
-    assert "| selfflow | 50 (n=1)" in text and agg.NO_DIFF in text
+    assert "| selfflow | 50 (n=1)" in text and "not enough seeds (1 < 6) for a verdict" in text
+    assert "95% t-interval" in text and "p (sign-flip)" in text and "MDE (80%)" in text
     assert "The paper's numbers (not ours)" in text and "5.7" in text
     assert (tmp_path / "convergence_image_fid.png").exists() and (tmp_path / "aggregate.json").exists()
 
@@ -172,16 +228,22 @@ def test_every_budget_composes_into_valid_run_configs(compose, name):
     from app.repa_encoders import choose_backbone
 
     for cell in grid:
-        if "method=repa_offline" in cell.overrides and cell.seed == budget.seeds[0]:
+        if "method=repa" in cell.overrides and cell.seed == budget.seeds[0]:
             cfg = compose(cell.overrides)
             enc = {k: v for k, v in cfg.method.encoder.items() if k not in ("_target_", "modality")}
             assert choose_backbone(cfg.modality.name, **enc) in ({"crepe"} if cell.modality == "audio"
                                                                  else {"inception", "dinov2"}), cell.key
 
 
-def test_repa_offline_objective_matches_repa(compose):
-    a, b = compose(["method=repa"]).method.objective, compose(["method=repa_offline"]).method.objective
-    assert a == b
+@pytest.mark.parametrize("name", ["standard", "ablation"])
+def test_budgets_that_give_verdicts_have_enough_seeds(name):
+    assert len(load_budget(name).seeds) >= agg.MIN_PAIRS
+
+
+def test_repa_random_objective_matches_repa_and_repa_offline_is_an_alias(compose):
+    repa, stand_in = compose(["method=repa"]).method, compose(["method=repa_random"]).method
+    assert repa.objective == stand_in.objective and repa.name != stand_in.name
+    assert compose(["method=repa_offline"]).method == repa
 
 
 def test_unknown_budget_names_the_choices():

@@ -34,7 +34,7 @@ def test_quick_suite_for_image_end_to_end(tmp_path):
 
     text = write_report(tmp_path).read_text()
     assert "| fm |" in text and "| repa |" in text and "| selfflow |" in text
-    assert "no detectable difference at this budget" in text  # one seed: never a verdict
+    assert "not enough seeds (1 < 6) for a verdict" in text  # one seed: the verdict refuses
     assert "same network that computes fid" in text  # the REPA/Inception caveat
     assert (tmp_path / "convergence_image_fid.png").exists()
 
