@@ -16,6 +16,7 @@ import numpy as np
 from modalities.audio.folder import AudioFolderDataset
 from modalities.audio.io import write_wav
 from modalities.media_common import generate_once
+from modalities.splits import split_seed
 
 GENERATOR_VERSION = 1
 INSTRUMENTS = ("bell", "clarinet", "flute", "organ", "plucked", "strings")
@@ -111,10 +112,14 @@ class SynthInstrumentsDataset(AudioFolderDataset):
         clips_per_class: clips per instrument.
         seed: generator seed; any changed argument is a different cache entry.
         root: where generated data sets live (default ``$SELFFLOW_CACHE/data``).
+        heldout_per_class: clips per instrument of the held-out reference split (seed + 1000,
+            its own cache folder; see modalities/splits.py); 0 = none.
     """
 
     def __init__(self, sample_rate: int = 16000, num_samples: int = 16000, clips_per_class: int = 64,
-                 seed: int = 0, root: str | None = None):
+                 seed: int = 0, root: str | None = None, heldout_per_class: int = 32):
+        self._args = dict(sample_rate=sample_rate, num_samples=num_samples, root=root)
+        self.seed, self.heldout_per_class = int(seed), int(heldout_per_class)
         params = dict(version=GENERATOR_VERSION, sample_rate=sample_rate, num_samples=num_samples,
                       clips_per_class=clips_per_class, seed=seed)
         data_dir = generate_once(
@@ -123,3 +128,15 @@ class SynthInstrumentsDataset(AudioFolderDataset):
             root=Path(root).expanduser() if root else None,
         )
         super().__init__(data_dir, sample_rate=sample_rate, num_samples=num_samples, crop="start")
+
+    def split(self, name: str, clips_per_class: int) -> "SynthInstrumentsDataset":
+        """Another split of the same generator (``heldout`` | ``classifier``), in its own folder."""
+        return SynthInstrumentsDataset(clips_per_class=clips_per_class, seed=split_seed(self.seed, name),
+                                       heldout_per_class=0, **self._args)
+
+    def reference_dataset(self) -> "SynthInstrumentsDataset | None":
+        return self.split("heldout", self.heldout_per_class) if self.heldout_per_class > 0 else None
+
+    def reference_root(self) -> Path | None:
+        ref = self.reference_dataset()
+        return None if ref is None else ref.root

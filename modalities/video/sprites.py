@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from modalities.media_common import generate_once
+from modalities.splits import split_seed
 from modalities.video.folder import VideoFolderDataset
 from modalities.video.io import write_mp4
 
@@ -109,11 +110,17 @@ class MovingDigitsDataset(VideoFolderDataset):
         backend: ``auto`` (decord, PyAV fallback), ``decord`` or ``pyav``.
         root: where generated data sets live (default ``$SELFFLOW_CACHE/data``).
         cache_frames: keep decoded clips in memory after their first read (the set is small).
+        heldout_per_class: clips per digit of the held-out reference split (seed + 1000, its own
+            cache folder; see modalities/splits.py); 0 = none.
     """
 
     def __init__(self, num_frames: int = 16, size: int = 32, sprite_size: int = 12,
                  clips_per_class: int = 64, seed: int = 0, fps: float = 8.0,
-                 backend: str = "auto", root: str | None = None, cache_frames: bool = True):
+                 backend: str = "auto", root: str | None = None, cache_frames: bool = True,
+                 heldout_per_class: int = 32):
+        self._args = dict(num_frames=num_frames, size=size, sprite_size=sprite_size, fps=fps, backend=backend,
+                          root=root, cache_frames=cache_frames)
+        self.seed, self.heldout_per_class = int(seed), int(heldout_per_class)
         if not 0 < sprite_size < size:
             raise ValueError(f"sprite_size must be in (0, size={size}), got {sprite_size}")
         params = dict(version=GENERATOR_VERSION, num_frames=num_frames, size=size, sprite_size=sprite_size,
@@ -126,6 +133,18 @@ class MovingDigitsDataset(VideoFolderDataset):
         self.sprite_size = sprite_size
         super().__init__(data_dir, num_frames=num_frames, frame_stride=1, size=size,
                          start="first", backend=backend, cache_frames=cache_frames)
+
+    def split(self, name: str, clips_per_class: int) -> "MovingDigitsDataset":
+        """Another split of the same generator (``heldout`` | ``classifier``), in its own folder."""
+        return MovingDigitsDataset(clips_per_class=clips_per_class, seed=split_seed(self.seed, name),
+                                   heldout_per_class=0, **self._args)
+
+    def reference_dataset(self) -> "MovingDigitsDataset | None":
+        return self.split("heldout", self.heldout_per_class) if self.heldout_per_class > 0 else None
+
+    def reference_root(self) -> Path | None:
+        ref = self.reference_dataset()
+        return None if ref is None else ref.root
 
 
 # --- metric -------------------------------------------------------------------------------

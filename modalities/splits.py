@@ -1,0 +1,66 @@
+"""Which real items a metric compares generated samples with.
+
+Scoring samples against the items the model trained on rewards memorisation: on a small set
+trained for many epochs a copy of the training set has the best possible Frechet distance.
+So every data set offers a *held-out reference*, items the model never saw:
+
+* the embedded generated sets (shapes, moving digits, instruments) draw three independent
+  splits from the same generator, each with its own seed and cache folder:
+  ``training`` (the configured ``seed``), ``heldout`` (``seed + HELDOUT_SEED_OFFSET``, the
+  reference of every metric) and ``classifier`` (``seed + CLASSIFIER_SEED_OFFSET``, only used
+  to train the domain classifiers of :mod:`modalities.classifier`);
+* folder data sets take ``eval_root`` (``modality.dataset.eval_root``), a second folder in
+  the same layout. Without it the metrics fall back to the training items, with a warning and
+  a ``reference`` field that says so.
+
+The generator seeds each item by ``(seed, class, index)``, so the splits share no item.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HELDOUT_SEED_OFFSET = 1000
+CLASSIFIER_SEED_OFFSET = 2000
+NO_HELDOUT = "training items (no held-out set given)"
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The generator seed of ``split`` (training | heldout | classifier) for a data set seeded ``seed``."""
+    offsets = {"training": 0, "heldout": HELDOUT_SEED_OFFSET, "classifier": CLASSIFIER_SEED_OFFSET}
+    if split not in offsets:
+        raise ValueError(f"split must be one of {sorted(offsets)}, got {split!r}")
+    return int(seed) + offsets[split]
+
+
+def reference_for(dataset) -> tuple[Path | None, str]:
+    """``(reference folder, description)`` for scoring samples of a model trained on ``dataset``.
+
+    Uses ``dataset.reference_root()`` (the held-out split) when the data set has one, else the
+    training folder ``dataset.root`` with a warning. The description goes into eval.json.
+    """
+    ref = dataset.reference_root() if hasattr(dataset, "reference_root") else None
+    if ref is not None:
+        return Path(ref), f"held-out split {ref}"
+    root = getattr(dataset, "root", None)
+    log.warning("no held-out reference for %s: metrics compare samples with the TRAINING items, which rewards "
+                "memorisation; set modality.dataset.eval_root to a folder of held-out items",
+                type(dataset).__name__)
+    return (Path(root) if root is not None else None), NO_HELDOUT
+
+
+def check_eval_root(eval_root, root) -> Path | None:
+    """Validate ``modality.dataset.eval_root``: an existing folder other than the training root."""
+    if eval_root in (None, ""):
+        return None
+    path = Path(eval_root).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"modality.dataset.eval_root={path} is not a folder; give a folder of held-out "
+                                "items in the same layout as the training root, or null")
+    if root is not None and path.resolve() == Path(root).expanduser().resolve():
+        raise ValueError(f"modality.dataset.eval_root={path} is the training root; a held-out reference must "
+                         "hold other items")
+    return path
