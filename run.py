@@ -9,6 +9,7 @@ checkpoints, samples, ``eval.json`` and ``report.md`` into one run directory.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import subprocess
@@ -27,6 +28,7 @@ from core.report import write_report
 from core.samplers import SamplerConfig
 from core.trainer import Trainer, TrainConfig, read_metrics
 from core.transformer import SiT
+from modalities.splits import reference_for
 
 log = logging.getLogger("run")
 
@@ -139,35 +141,45 @@ def make_eval_hook(cfg: DictConfig, sampler_cfg: SamplerConfig, dataset):
         except ImportError as exc:
             results = [{"metric": "eval", "value": None, "reason": f"evals package unavailable: {exc}"}]
         else:
-            fake, _, nfe = trainer.generate(int(cfg.eval.num_samples), seed=int(cfg.sample.seed) + 1)  # all ranks
+            fake, labels, nfe = trainer.generate(int(cfg.eval.num_samples), seed=int(cfg.sample.seed) + 1)  # all ranks
             if not trainer.dist.is_main:
                 return {}
+            real, protocol["reference"] = reference_for(dataset)  # held-out split, not the training items
             protocol["nfe"] = nfe
             metrics = None if cfg.eval.metrics == "auto" else list(cfg.eval.metrics)
-            results = evaluate(modality=cfg.modality.name, fake=fake, real=getattr(dataset, "root", None),
+            results = evaluate(modality=cfg.modality.name, fake=fake, real=real,
                                metrics=metrics, protocol=protocol, cache_dir=Path(cfg.cache_dir).expanduser(),
                                sample_rate=OmegaConf.select(cfg, "modality.dataset.sample_rate"),
                                device=str(trainer.device), limit_real=cfg.eval.get("limit_real"),
                                batch_size=int(cfg.eval.get("batch_size", 50)))
-            results += modality_metrics(cfg, fake, dataset, protocol)
+            results += modality_metrics(cfg, fake, dataset, protocol, labels)
         trainer.eval_results = results
         return {r["metric"]: r["value"] for r in results if isinstance(r.get("value"), (int, float))}
 
     return hook
 
 
-def modality_metrics(cfg: DictConfig, fake, dataset, protocol: dict) -> list[dict]:
-    """Network-free metrics a modality names under ``modality.metrics`` (e.g. video motion).
+def modality_metrics(cfg: DictConfig, fake, dataset, protocol: dict, labels=None) -> list[dict]:
+    """Metrics a modality names under ``modality.metrics`` (video motion, domain classifiers).
 
-    Each is ``callable(fake, dataset) -> dict``; its first value is the headline, the rest are
-    kept as the result's details.
+    Each is ``callable(fake, dataset[, labels=...])``; it gets the samples' conditioning labels
+    when it has a ``labels`` parameter. It returns a dict (first value the headline, the rest
+    kept as details) or a list of finished records (``{"metric", "value", ...}``).
     """
     results = []
     for name, node in (cfg.modality.get("metrics") or {}).items():
-        values = instantiate(node)(fake, dataset)
+        fn = instantiate(node)
+        takes_labels = "labels" in inspect.signature(fn).parameters
+        values = fn(fake, dataset, labels=labels) if takes_labels else fn(fake, dataset)
+        if isinstance(values, list):
+            results += [{**record, **{k: v for k, v in protocol.items() if k not in record}} for record in values]
+            continue
         headline = next(iter(values))
-        results.append({"metric": f"{name}_{headline}", "value": values[headline], "details": values,
-                        "extractor": "none (network-free)", **protocol})
+        record = {"metric": f"{name}_{headline}", "value": values[headline], "details": values,
+                  "extractor": "none (network-free)", **protocol}
+        if values[headline] is None:
+            record.update(available=False, reason=values.get("reason", "no value"))
+        results.append(record)
     return results
 
 
