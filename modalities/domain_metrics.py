@@ -94,7 +94,7 @@ def _scores(feats: Tensor, logits: Tensor, labels: Tensor | None, ref_feats: Ten
 
 
 def domain_metrics(spec: DomainSpec, fake: Tensor, dataset, labels: Tensor | None = None, cache_dir=None,
-                   max_train: int = 1000) -> list[dict]:
+                   max_train: int = 5000) -> list[dict]:
     """Records ``class_acc_<name>``, ``fd_<name>``, ``precision_<name>``, ``recall_<name>``,
     ``memorisation_<name>`` for generated ``fake`` conditioned on ``labels`` (None: no accuracy).
 

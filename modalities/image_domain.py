@@ -34,6 +34,6 @@ SHAPESNET = DomainSpec(name="shapesnet", make_net=ShapesNet, recipe=Recipe(epoch
 
 
 def shapesnet_metrics(fake: Tensor, dataset, labels: Tensor | None = None, cache_dir=None,
-                      max_train: int = 1000) -> list[dict]:
+                      max_train: int = 5000) -> list[dict]:
     """Domain metrics of generated shapes ``(N, 3, S, S)`` (``modality.metrics.shapesnet``)."""
     return domain_metrics(SHAPESNET, fake, dataset, labels, cache_dir, max_train)

@@ -50,6 +50,6 @@ TIMBRENET = DomainSpec(name="timbrenet", make_net=TimbreNet, recipe=Recipe(epoch
 
 
 def timbrenet_metrics(fake: Tensor, dataset, labels: Tensor | None = None, cache_dir=None,
-                      max_train: int = 1000) -> list[dict]:
+                      max_train: int = 5000) -> list[dict]:
     """Domain metrics of generated waveforms ``(N, L)`` (``modality.metrics.timbrenet``)."""
     return domain_metrics(TIMBRENET, fake, dataset, labels, cache_dir, max_train)

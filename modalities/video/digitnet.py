@@ -67,6 +67,6 @@ DIGITNET = DomainSpec(name="digitnet", make_net=DigitNet, recipe=Recipe(epochs=1
 
 
 def digitnet_metrics(fake: Tensor, dataset, labels: Tensor | None = None, cache_dir=None,
-                     max_train: int = 1000) -> list[dict]:
+                     max_train: int = 5000) -> list[dict]:
     """Domain metrics of generated clips ``(N, T, 3, H, W)`` (``modality.metrics.digitnet``)."""
     return domain_metrics(DIGITNET, fake, dataset, labels, cache_dir, max_train)
