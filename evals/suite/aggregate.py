@@ -35,7 +35,7 @@ N_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 MIN_PAIRS = 3
 MIN_REL_EFFECT = 0.01
-HIGHER_IS_BETTER = {"precision", "recall", "is", "inception_score"}
+HIGHER_IS_BETTER = {"precision", "recall", "is", "inception_score"} | {f"{m}_{net}" for m in ("class_acc", "precision", "recall") for net in ("shapesnet", "digitnet", "timbrenet")}  # noqa: E501
 BETTER, WORSE, NO_DIFF = "better", "worse", "no detectable difference at this budget"
 
 
