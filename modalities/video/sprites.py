@@ -217,15 +217,20 @@ def fit_bounce(p: np.ndarray, max_speed: float = 4.0) -> tuple[float, np.ndarray
     return float(np.sqrt(err)), pred
 
 
-def bounce_fit_error(clips: Tensor, threshold: float = 0.15) -> dict:
+SPRITE_MAX_RADIUS_PX = 7.0  # RMS radius of a sprite's mass: real 12 px digits <= 4.7 px, noise ~13 px
+
+
+def bounce_fit_error(clips: Tensor, threshold: float = 0.15, max_radius_px: float = SPRITE_MAX_RADIUS_PX) -> dict:
     """Motion-consistency metric for moving-digit clips (lower is better; real clips ~0.05 px).
 
     Args:
         clips: ``(B, T, 3, H, W)`` in [-1, 1].
     Returns:
-        ``tracked_frac``: fraction of clips with a sprite in every frame (a *tracked* clip).
-        An empty (all-dark) frame has no position, and a clip of empty frames would otherwise
-        fit a still track perfectly, so the error is taken over tracked clips only.
+        ``tracked_frac``: fraction of clips with a sprite in every frame (a *tracked* clip); a
+        frame has a sprite when its bright mass is non-empty and compact (RMS radius at most
+        ``max_radius_px``). An empty frame has no position, and a clip of empty frames (or of
+        noise, whose centre sits still) would otherwise fit a still track perfectly, so the
+        error is taken over tracked clips only.
         ``track_rms_px``: mean over tracked clips of the per-clip RMS residual (x and y) of the
         best constant-velocity-with-bounces fit to the sprite's centre-of-mass track; None when
         no clip is tracked (never 0 for "nothing to track").
@@ -242,7 +247,7 @@ def bounce_fit_error(clips: Tensor, threshold: float = 0.15) -> dict:
     clips = clips.detach().cpu()
     centres, empty = track_centres(clips, threshold)
     radius = _mass_radius(clips, centres, threshold)  # (B, T)
-    tracked = ~empty.any(dim=1)  # (B,)
+    tracked = ~(empty | (radius > max_radius_px)).any(dim=1)  # (B,)
     per_clip = []
     for c, ok in zip(centres.double().numpy(), tracked.tolist()):
         if not ok:
