@@ -12,6 +12,7 @@ i.e. what a perfect generator scores at this sample size.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,8 +46,20 @@ class DomainSpec:
     notes: dict = field(default_factory=dict)
 
 
+_LOADED: dict[tuple, tuple[DomainClassifier, tuple[Tensor, Tensor]]] = {}
+
+
 def get_classifier(spec: DomainSpec, dataset, cache_dir=None) -> tuple[DomainClassifier, tuple[Tensor, Tensor]]:
-    """The trained (or cached) classifier of ``dataset`` and the held-out split ``(x, y)``."""
+    """The trained (or cached) classifier of ``dataset`` and the held-out split ``(x, y)``.
+
+    Kept in memory per process after the first call, so periodic evaluations do not decode
+    and hash the classifier split again (a repeat reports ``loaded_from_cache``).
+    """
+    memo = (spec.name, spec.recipe, spec.classifier_per_class, str(dataset.root), dataset.seed,
+            getattr(dataset, "heldout_per_class", None), str(cache_dir))
+    if memo in _LOADED:
+        clf, heldout = _LOADED[memo]
+        return dataclasses.replace(clf, loaded_from_cache=True), heldout
     reference = dataset.reference_dataset()
     if reference is None:
         raise ValueError(f"{type(dataset).__name__} has no held-out split (heldout_per_class=0); the domain "
@@ -58,6 +71,7 @@ def get_classifier(spec: DomainSpec, dataset, cache_dir=None) -> tuple[DomainCla
              "heldout_root": str(reference.root), **spec.notes}
     clf = train_or_load(spec.name, lambda: spec.make_net(num_classes=dataset.num_classes), spec.recipe,
                         train, heldout, cache_dir, spec.train_view, extra)
+    _LOADED[memo] = (clf, heldout)
     return clf, heldout
 
 
