@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
 from core.tokens import SampleWriter, Tokenizer
-from modalities.splits import check_eval_root, split_seed
+from modalities.splits import carve_heldout, check_eval_root, split_seed
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,17 @@ def load_image(path: Path, image_size: int) -> Tensor:
 class ImageFolderDataset(Dataset):
     """Class-per-subfolder images (``root/<class>/<file>.png``), e.g. an ImageNet-style tree.
 
+    ``eval_root`` (a folder of held-out images in the same layout) or ``eval_fraction`` (that
+    fraction of the files, by a hash of their paths, kept out of training) is the reference of
+    every metric (modalities/splits.py).
+
     Every file is opened once at construction; unreadable or truncated files are skipped,
     counted in ``skipped`` as ``(path, reason)`` and reported, not fatal. A folder with no
     readable image is an error before training starts.
     """
 
-    def __init__(self, root: str | Path, image_size: int = 32, verify: bool = True, eval_root: str | Path | None = None):
+    def __init__(self, root: str | Path, image_size: int = 32, verify: bool = True, eval_root: str | Path | None = None,
+                 eval_fraction: float = 0.0):
         self.root = Path(root).expanduser()
         self.image_size = image_size
         self.verify = verify
@@ -90,6 +95,9 @@ class ImageFolderDataset(Dataset):
                         *self.skipped[0])
         if not self.samples:
             raise ValueError(f"image folder {self.root} contains no readable images ({len(self.skipped)} skipped)")
+        if eval_fraction:  # a deterministic part of the files becomes the held-out reference
+            self.samples, self.eval_root = carve_heldout(self.root, self.samples, self.class_names, eval_fraction,
+                                                         eval_root)
 
     @property
     def num_classes(self) -> int:

@@ -10,15 +10,19 @@ So every data set offers a *held-out reference*, items the model never saw:
   reference of every metric) and ``classifier`` (``seed + CLASSIFIER_SEED_OFFSET``, only used
   to train the domain classifiers of :mod:`modalities.classifier`);
 * folder data sets take ``eval_root`` (``modality.dataset.eval_root``), a second folder in
-  the same layout. Without it the metrics fall back to the training items, with a warning and
-  a ``reference`` field that says so.
+  the same layout, or ``eval_fraction``: that fraction of the files (chosen by a hash of each
+  file's relative path, so deterministic) leaves training and becomes the reference. Without
+  either the metrics fall back to the training items, with a warning and a ``reference`` field
+  that says so.
 
 The generator seeds each item by ``(seed, class, index)``, so the splits share no item.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -64,3 +68,48 @@ def check_eval_root(eval_root, root) -> Path | None:
         raise ValueError(f"modality.dataset.eval_root={path} is the training root; a held-out reference must "
                          "hold other items")
     return path
+
+
+def in_heldout(relative_path: str, fraction: float) -> bool:
+    """Whether a file belongs to the held-out part of a folder split with ``eval_fraction``.
+
+    Decided by the SHA-256 of the file's path relative to the data root alone: the same file
+    is always on the same side, whatever else the folder holds or the order of listing.
+    """
+    h = int.from_bytes(hashlib.sha256(relative_path.encode()).digest()[:8], "big")
+    return h < fraction * 2 ** 64
+
+
+def carve_heldout(root: Path, items: list, class_names: list[str], fraction: float, eval_root) -> tuple[list, Path]:
+    """Split a folder data set's ``items`` (tuples starting ``(path, label, ...)``) by ``eval_fraction``.
+
+    Returns the training items and a folder of links to the held-out files,
+    ``$SELFFLOW_CACHE/heldout/<root name>-<hash>/<class>/<file>``, which the metrics read
+    like any reference folder. Errors name ``modality.dataset.eval_fraction``.
+    """
+    from modalities.media_common import cache_root, generate_once
+
+    if not 0 < fraction < 1:
+        raise ValueError(f"modality.dataset.eval_fraction={fraction} must be in (0, 1), or 0 for no split")
+    if eval_root not in (None, ""):
+        raise ValueError("set modality.dataset.eval_root or modality.dataset.eval_fraction, not both")
+    rel = [item[0].relative_to(root).as_posix() for item in items]
+    held = [i for i, r in enumerate(rel) if in_heldout(r, fraction)]
+    train = [item for i, item in enumerate(items) if i not in set(held)]
+    if not held or not train:
+        raise ValueError(f"modality.dataset.eval_fraction={fraction} leaves {len(train)} training and {len(held)} "
+                         f"held-out files of {len(items)} in {root}; choose a fraction that leaves both non-empty")
+
+    def build(out: Path) -> int:
+        for name in class_names:  # every class, so labels of the reference match the training ones
+            (out / name).mkdir(parents=True, exist_ok=True)
+        for i in held:
+            link = out / class_names[items[i][1]] / rel[i].replace("/", "__")
+            os.symlink(Path(items[i][0]).resolve(), link)
+        return len(held)
+
+    params = {"root": str(Path(root).resolve()), "fraction": fraction, "held": [rel[i] for i in held],
+              "classes": [class_names[items[i][1]] for i in held]}
+    folder = generate_once(f"{Path(root).name}-heldout", params, build, root=cache_root() / "heldout")
+    log.info("eval_fraction=%s: %d of %d files held out of training -> %s", fraction, len(held), len(items), folder)
+    return train, folder

@@ -74,3 +74,27 @@ def test_motion_metric_does_not_call_empty_clips_perfect(tmp_path):
     assert mixed["tracked_frac"] == 0.5 and mixed["track_rms_px"] == pytest.approx(alone["track_rms_px"])
     with_real = motion_report(real, ds, num_real=4)
     assert with_real["tracked_frac_real"] == 1.0 and with_real["num_real"] == 4  # from the held-out split
+
+
+def test_eval_fraction_holds_out_a_deterministic_part_of_a_folder(tmp_path):
+    from modalities.audio.folder import AudioFolderDataset
+
+    src = ShapesDataset(root=tmp_path, per_class=10, heldout_per_class=0)
+    a = ImageFolderDataset(src.root, eval_fraction=0.3)
+    held = a.reference_dataset()
+    train_files = {p.name for p, _ in a.samples}
+    held_files = {p.name for p, _ in held.samples}
+    assert len(train_files) + len(held_files) == 40 and not train_files & held_files
+    assert 4 <= len(held_files) <= 22 and held.class_names == a.class_names
+    assert all(a.class_names[label] in p.name for p, label in held.samples)  # labels survive the links
+    b = ImageFolderDataset(src.root, eval_fraction=0.3)
+    assert b.eval_root == a.eval_root and [p for p, _ in b.samples] == [p for p, _ in a.samples]
+    assert reference_for(a) == (a.eval_root, f"held-out split {a.eval_root}")
+    with pytest.raises(ValueError, match="not both"):
+        ImageFolderDataset(src.root, eval_root=tmp_path, eval_fraction=0.3)
+    with pytest.raises(ValueError, match="eval_fraction=1.5"):
+        ImageFolderDataset(src.root, eval_fraction=1.5)
+    wav_root = SynthInstrumentsDataset(clips_per_class=4, heldout_per_class=0, root=str(tmp_path)).root
+    audio = AudioFolderDataset(wav_root, eval_fraction=0.5)
+    assert len(audio) + len(audio.reference_dataset()) == 24
+    assert {p.name for p, _ in audio.items}.isdisjoint(p.name.split("__")[-1] for p, _ in audio.reference_dataset().items)
