@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from core.io_utils import cache_dir
 from core.samplers import SamplerConfig
+from modalities.splits import reference_for
 
 
 class EvalHook:
@@ -35,33 +38,43 @@ class EvalHook:
                 results = [{"metric": "eval", "value": None, "reason": f"evals package unavailable: {exc}"}]
                 self.results = results
                 return {}
-        fake, _, nfe = trainer.generate(int(cfg.eval.num_samples), seed=int(cfg.sample.seed) + 1)  # all ranks
+        fake, labels, nfe = trainer.generate(int(cfg.eval.num_samples), seed=int(cfg.sample.seed) + 1)  # all ranks
         if not trainer.dist.is_main:
             return {}
+        real, protocol["reference"] = reference_for(self.dataset)  # held-out split, not the training items
         protocol["nfe"] = nfe
         results = []
         if evaluate is not None:
             metrics = None if cfg.eval.metrics == "auto" else list(cfg.eval.metrics)
-            results = evaluate(family, fake=fake, real=getattr(self.dataset, "root", None),
+            results = evaluate(family, fake=fake, real=real,
                                metrics=metrics, protocol=protocol, cache_dir=cache_dir("stats", root=cfg.cache_dir),
                                sample_rate=OmegaConf.select(cfg, "modality.dataset.sample_rate"),
                                device=str(trainer.device), limit_real=cfg.eval.get("limit_real"),
                                batch_size=int(cfg.eval.get("batch_size", 50)))
-        results += modality_metrics(cfg, fake, self.dataset, protocol)
+        results += modality_metrics(cfg, fake, self.dataset, protocol, labels)
         self.results = results
         return {r["metric"]: r["value"] for r in results if isinstance(r.get("value"), (int, float))}
 
 
-def modality_metrics(cfg: DictConfig, fake, dataset, protocol: dict) -> list[dict]:
-    """Network-free metrics a modality names under ``modality.metrics`` (e.g. video motion).
+def modality_metrics(cfg: DictConfig, fake, dataset, protocol: dict, labels=None) -> list[dict]:
+    """Metrics a modality names under ``modality.metrics`` (video motion, domain classifiers).
 
-    Each is ``callable(fake, dataset) -> dict``; its first value is the headline, the rest are
-    kept as the result's details.
+    Each is ``callable(fake, dataset[, labels=...])``; it gets the samples' conditioning labels
+    when it has a ``labels`` parameter. It returns a dict (first value the headline, the rest
+    kept as details) or a list of finished records (``{"metric", "value", ...}``).
     """
     results = []
     for name, node in (cfg.modality.get("metrics") or {}).items():
-        values = instantiate(node)(fake, dataset)
+        fn = instantiate(node)
+        takes_labels = "labels" in inspect.signature(fn).parameters
+        values = fn(fake, dataset, labels=labels) if takes_labels else fn(fake, dataset)
+        if isinstance(values, list):
+            results += [{**record, **{k: v for k, v in protocol.items() if k not in record}} for record in values]
+            continue
         headline = next(iter(values))
-        results.append({"metric": f"{name}_{headline}", "value": values[headline], "details": values,
-                        "extractor": "none (network-free)", **protocol})
+        record = {"metric": f"{name}_{headline}", "value": values[headline], "details": values,
+                  "extractor": "none (network-free)", **protocol}
+        if values[headline] is None:
+            record.update(available=False, reason=values.get("reason", "no value"))
+        results.append(record)
     return results

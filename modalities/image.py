@@ -26,6 +26,7 @@ from torchvision.utils import make_grid
 
 from core.io_utils import cache_dir, to_uint8  # to_uint8: the FID protocol's rounding, also for PNGs
 from core.tokens import SampleWriter, Tokenizer
+from modalities.splits import carve_heldout, check_eval_root, split_seed
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,21 @@ def load_image(path: Path, image_size: int) -> Tensor:
 class ImageFolderDataset(Dataset):
     """Class-per-subfolder images (``root/<class>/<file>.png``), e.g. an ImageNet-style tree.
 
+    ``eval_root`` (a folder of held-out images in the same layout) or ``eval_fraction`` (that
+    fraction of the files, by a hash of their paths, kept out of training) is the reference of
+    every metric (modalities/splits.py).
+
     Every file is opened once at construction; unreadable or truncated files are skipped,
     counted in ``skipped`` as ``(path, reason)`` and reported, not fatal. A folder with no
     readable image is an error before training starts.
     """
 
-    def __init__(self, root: str | Path, image_size: int = 32, verify: bool = True):
+    def __init__(self, root: str | Path, image_size: int = 32, verify: bool = True, eval_root: str | Path | None = None,
+                 eval_fraction: float = 0.0):
         self.root = Path(root).expanduser()
         self.image_size = image_size
+        self.verify = verify
+        self.eval_root = check_eval_root(eval_root, self.root)  # held-out reference folder, or None
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist (set modality.dataset.root)")
         self.class_names = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -84,6 +92,9 @@ class ImageFolderDataset(Dataset):
                         *self.skipped[0])
         if not self.samples:
             raise ValueError(f"image folder {self.root} contains no readable images ({len(self.skipped)} skipped)")
+        if eval_fraction:  # a deterministic part of the files becomes the held-out reference
+            self.samples, self.eval_root = carve_heldout(self.root, self.samples, self.class_names, eval_fraction,
+                                                         eval_root)
 
     @property
     def num_classes(self) -> int:
@@ -95,6 +106,14 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.samples[index]
         return load_image(path, self.image_size), label
+
+    def reference_dataset(self) -> "ImageFolderDataset | None":
+        """The held-out items (``eval_root``) as a data set, or None when none was given."""
+        return None if self.eval_root is None else ImageFolderDataset(self.eval_root, self.image_size, self.verify)
+
+    def reference_root(self) -> Path | None:
+        """Folder every metric compares samples with (see modalities/splits.py)."""
+        return self.eval_root
 
 
 def _check_image(path: Path) -> str | None:
@@ -190,9 +209,12 @@ class ShapesDataset(ImageFolderDataset):
 
     Generated deterministically from ``seed`` into ``root`` (default: the cache directory) on first
     use, verified (file count and content hash) on every later use, regenerated if damaged.
+    The held-out reference (``heldout_per_class`` per shape) and the classifier's split are
+    drawn the same way with their own seeds (:func:`modalities.splits.split_seed`).
     """
 
-    def __init__(self, root: str | Path | None = None, image_size: int = 32, per_class: int = 500, seed: int = 0):
+    def __init__(self, root: str | Path | None = None, image_size: int = 32, per_class: int = 500, seed: int = 0,
+                 heldout_per_class: int = 100):
         root = Path(root).expanduser() if root else cache_dir("data")
         folder = root / f"shapes{image_size}-n{per_class}-s{seed}"
         problem = verify_shapes(folder, per_class, image_size, seed) if folder.exists() else "missing"
@@ -200,7 +222,20 @@ class ShapesDataset(ImageFolderDataset):
             if problem != "missing":
                 log.warning("regenerating %s: %s", folder, problem)
             generate_shapes(folder, per_class, image_size, seed)
+        self.data_root, self.seed, self.heldout_per_class = root, int(seed), int(heldout_per_class)
         super().__init__(folder, image_size, verify=False)  # content hash already checked
+
+    def split(self, name: str, per_class: int) -> "ShapesDataset":
+        """Another split of the same generator (``heldout`` | ``classifier``), in its own folder."""
+        return ShapesDataset(self.data_root, self.image_size, per_class, split_seed(self.seed, name),
+                             heldout_per_class=0)
+
+    def reference_dataset(self) -> "ShapesDataset | None":
+        return self.split("heldout", self.heldout_per_class) if self.heldout_per_class > 0 else None
+
+    def reference_root(self) -> Path | None:
+        ref = self.reference_dataset()
+        return None if ref is None else ref.root
 
 
 #################################################################################

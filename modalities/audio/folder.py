@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from modalities.audio.io import AUDIO_EXTENSIONS, probe, read_audio
+from modalities.splits import carve_heldout, check_eval_root
 from modalities.media_common import MediaError, SkipLog, load_or_next, require_nonempty, scan_labelled_files
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,19 @@ class AudioFolderDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, sample_rate: int = 16000, num_samples: int = 16000,
                  crop: str = "random", label_file: str | None = None, resample: bool = True,
-                 min_seconds: float = 0.0, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, probe: bool = True):
+                 min_seconds: float = 0.0, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, probe: bool = True,
+                 eval_root: str | os.PathLike | None = None,
+                 eval_fraction: float = 0.0):
         if crop not in CROPS:
             raise ValueError(f"dataset.crop must be one of {CROPS}, got {crop!r}")
         if num_samples < 1 or sample_rate < 1:
             raise ValueError(f"dataset.num_samples and sample_rate must be >= 1, got {num_samples}, {sample_rate}")
         self.root = Path(root).expanduser()
         self.sample_rate, self.num_samples, self.crop = int(sample_rate), int(num_samples), crop
+        self.eval_root = check_eval_root(eval_root, self.root)  # held-out reference folder, or None
+        self._kwargs = dict(sample_rate=sample_rate, num_samples=num_samples,
+                            crop="center" if crop == "random" else crop, label_file=None, resample=resample,
+                            min_seconds=min_seconds, extensions=extensions, probe=probe)
         self.resample, self.min_seconds = resample, float(min_seconds)
         self.skipped = SkipLog()
         self._broken: set[int] = set()
@@ -77,6 +84,9 @@ class AudioFolderDataset(Dataset):
                     continue
             self.items.append((path, label))
         require_nonempty(self.items, self.root, self.skipped, "audio")
+        if eval_fraction:  # a deterministic part of the files becomes the held-out reference
+            self.items, self.eval_root = carve_heldout(self.root, self.items, self.class_names, eval_fraction,
+                                                       eval_root)
         if len(self.skipped):
             log.warning("%s: %s", self.root, self.skipped.summary())
 
@@ -109,6 +119,14 @@ class AudioFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return load_or_next(index, self.items, self._broken, self.load, self.skipped, self.root, "audio")
+
+    def reference_dataset(self) -> "AudioFolderDataset | None":
+        """The held-out items (``eval_root``, same settings, deterministic crop), or None."""
+        return None if self.eval_root is None else AudioFolderDataset(self.eval_root, **self._kwargs)
+
+    def reference_root(self) -> Path | None:
+        """Folder every metric compares samples with (see modalities/splits.py)."""
+        return self.eval_root
 
 
 def _probe(path: Path):

@@ -15,7 +15,8 @@ import numpy as np
 
 from modalities.audio.folder import AudioFolderDataset
 from modalities.audio.io import write_wav
-from modalities.media_common import generate_once
+from modalities.media_common import file_sha256, generate_once
+from modalities.splits import split_seed
 
 GENERATOR_VERSION = 1
 INSTRUMENTS = ("bell", "clarinet", "flute", "organ", "plucked", "strings")
@@ -94,11 +95,24 @@ def render(inst: str, rng: np.random.Generator, sample_rate: int, num_samples: i
     return 0.7 * wave / max(np.abs(wave).max(), 1e-8)
 
 
-def generate_instruments(out: Path, sample_rate: int, num_samples: int, clips_per_class: int, seed: int) -> int:
+def generate_instruments(out: Path, sample_rate: int, num_samples: int, clips_per_class: int, seed: int,
+                         exclude: frozenset[str] = frozenset()) -> int:
+    """Write ``out/<instrument>/<instrument>_<i>.wav``; return the file count.
+
+    exclude: SHA-256 digests of files another split holds. Some clips are exact repeats (a
+    single organ note at one pitch renders identically whatever the seed), so a held-out split
+    re-draws any clip whose file equals one of them, from the stream ``(seed, class, i, attempt)``.
+    """
     for c, inst in enumerate(INSTRUMENTS):
         for i in range(clips_per_class):
-            rng = np.random.default_rng([seed, c, i])  # one stream per clip: order-independent
-            write_wav(out / inst / f"{inst}_{i:04d}.wav", render(inst, rng, sample_rate, num_samples), sample_rate)
+            path = out / inst / f"{inst}_{i:04d}.wav"
+            for attempt in range(100):
+                key = [seed, c, i] if attempt == 0 else [seed, c, i, attempt]  # one stream per clip
+                write_wav(path, render(inst, np.random.default_rng(key), sample_rate, num_samples), sample_rate)
+                if not exclude or file_sha256(path) not in exclude:
+                    break
+            else:
+                raise RuntimeError(f"{path}: 100 draws all repeat a clip of the excluded split")
     return len(INSTRUMENTS) * clips_per_class
 
 
@@ -111,15 +125,36 @@ class SynthInstrumentsDataset(AudioFolderDataset):
         clips_per_class: clips per instrument.
         seed: generator seed; any changed argument is a different cache entry.
         root: where generated data sets live (default ``$SELFFLOW_CACHE/data``).
+        heldout_per_class: clips per instrument of the held-out reference split (seed + 1000,
+            its own cache folder; see modalities/splits.py); 0 = none.
     """
 
     def __init__(self, sample_rate: int = 16000, num_samples: int = 16000, clips_per_class: int = 64,
-                 seed: int = 0, root: str | None = None):
+                 seed: int = 0, root: str | None = None, heldout_per_class: int = 32,
+                 disjoint_from: str | None = None):
+        self._args = dict(sample_rate=sample_rate, num_samples=num_samples, root=root)
+        self.seed, self.heldout_per_class = int(seed), int(heldout_per_class)
         params = dict(version=GENERATOR_VERSION, sample_rate=sample_rate, num_samples=num_samples,
                       clips_per_class=clips_per_class, seed=seed)
+        exclude = frozenset()
+        if disjoint_from:  # another split's folder: no file of this one may equal one of its files
+            params["disjoint_from"] = Path(disjoint_from).name  # its name hashes its parameters
+            exclude = frozenset(file_sha256(f) for f in Path(disjoint_from).rglob("*.wav"))
         data_dir = generate_once(
             "synth_instruments", params,
-            lambda out: generate_instruments(out, sample_rate, num_samples, clips_per_class, seed),
+            lambda out: generate_instruments(out, sample_rate, num_samples, clips_per_class, seed, exclude),
             root=Path(root).expanduser() if root else None,
         )
         super().__init__(data_dir, sample_rate=sample_rate, num_samples=num_samples, crop="start")
+
+    def split(self, name: str, clips_per_class: int) -> "SynthInstrumentsDataset":
+        """Another split of the same generator (``heldout`` | ``classifier``), in its own folder."""
+        return SynthInstrumentsDataset(clips_per_class=clips_per_class, seed=split_seed(self.seed, name),
+                                       heldout_per_class=0, disjoint_from=str(self.root), **self._args)
+
+    def reference_dataset(self) -> "SynthInstrumentsDataset | None":
+        return self.split("heldout", self.heldout_per_class) if self.heldout_per_class > 0 else None
+
+    def reference_root(self) -> Path | None:
+        ref = self.reference_dataset()
+        return None if ref is None else ref.root

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from modalities.splits import carve_heldout, check_eval_root
 from modalities.media_common import MediaError, SkipLog, load_or_next, require_nonempty, scan_labelled_files
 from modalities.video.io import VIDEO_EXTENSIONS, probe, read_frames
 
@@ -62,13 +63,18 @@ class VideoFolderDataset(Dataset):
     def __init__(self, root: str | os.PathLike, num_frames: int = 16, frame_stride: int = 1,
                  size: int | tuple[int, int] = 32, start: str = "random", label_file: str | None = None,
                  backend: str = "auto", extensions: tuple[str, ...] = VIDEO_EXTENSIONS, probe: bool = True,
-                 cache_frames: bool = False):
+                 cache_frames: bool = False, eval_root: str | os.PathLike | None = None,
+                 eval_fraction: float = 0.0):
         if start not in STARTS:
             raise ValueError(f"dataset.start must be one of {STARTS}, got {start!r}")
         if num_frames < 1 or frame_stride < 1:
             raise ValueError(f"num_frames and frame_stride must be >= 1, got {num_frames}, {frame_stride}")
         self.root = Path(root).expanduser()
         self.num_frames, self.frame_stride, self.start, self.backend = num_frames, frame_stride, start, backend
+        self.eval_root = check_eval_root(eval_root, self.root)  # held-out reference folder, or None
+        self._kwargs = dict(num_frames=num_frames, frame_stride=frame_stride, size=size,
+                            start="center" if start == "random" else start, label_file=None, backend=backend,
+                            extensions=extensions, probe=probe)
         if cache_frames and start == "random":
             raise ValueError("dataset.cache_frames needs a deterministic dataset.start (center or first), not random")
         self._frame_cache: dict[int, np.ndarray] | None = {} if cache_frames else None
@@ -91,6 +97,9 @@ class VideoFolderDataset(Dataset):
                 continue
             self.items.append((path, label, n))
         require_nonempty(self.items, self.root, self.skipped, "video")
+        if eval_fraction:  # a deterministic part of the files becomes the held-out reference
+            self.items, self.eval_root = carve_heldout(self.root, self.items, self.class_names, eval_fraction,
+                                                       eval_root)
         if len(self.skipped):
             log.warning("%s: %s", self.root, self.skipped.summary())
 
@@ -140,3 +149,11 @@ class VideoFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return load_or_next(index, self.items, self._broken, self.load, self.skipped, self.root, "video")
+
+    def reference_dataset(self) -> "VideoFolderDataset | None":
+        """The held-out items (``eval_root``, same settings, deterministic crop), or None."""
+        return None if self.eval_root is None else VideoFolderDataset(self.eval_root, **self._kwargs)
+
+    def reference_root(self) -> Path | None:
+        """Folder every metric compares samples with (see modalities/splits.py)."""
+        return self.eval_root

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from modalities.media_common import generate_once
+from modalities.splits import split_seed
 from modalities.video.folder import VideoFolderDataset
 from modalities.video.io import write_mp4
 
@@ -109,11 +110,17 @@ class MovingDigitsDataset(VideoFolderDataset):
         backend: ``auto`` (decord, PyAV fallback), ``decord`` or ``pyav``.
         root: where generated data sets live (default ``$SELFFLOW_CACHE/data``).
         cache_frames: keep decoded clips in memory after their first read (the set is small).
+        heldout_per_class: clips per digit of the held-out reference split (seed + 1000, its own
+            cache folder; see modalities/splits.py); 0 = none.
     """
 
     def __init__(self, num_frames: int = 16, size: int = 32, sprite_size: int = 12,
                  clips_per_class: int = 64, seed: int = 0, fps: float = 8.0,
-                 backend: str = "auto", root: str | None = None, cache_frames: bool = True):
+                 backend: str = "auto", root: str | None = None, cache_frames: bool = True,
+                 heldout_per_class: int = 32):
+        self._args = dict(num_frames=num_frames, size=size, sprite_size=sprite_size, fps=fps, backend=backend,
+                          root=root, cache_frames=cache_frames)
+        self.seed, self.heldout_per_class = int(seed), int(heldout_per_class)
         if not 0 < sprite_size < size:
             raise ValueError(f"sprite_size must be in (0, size={size}), got {sprite_size}")
         params = dict(version=GENERATOR_VERSION, num_frames=num_frames, size=size, sprite_size=sprite_size,
@@ -126,6 +133,18 @@ class MovingDigitsDataset(VideoFolderDataset):
         self.sprite_size = sprite_size
         super().__init__(data_dir, num_frames=num_frames, frame_stride=1, size=size,
                          start="first", backend=backend, cache_frames=cache_frames)
+
+    def split(self, name: str, clips_per_class: int) -> "MovingDigitsDataset":
+        """Another split of the same generator (``heldout`` | ``classifier``), in its own folder."""
+        return MovingDigitsDataset(clips_per_class=clips_per_class, seed=split_seed(self.seed, name),
+                                   heldout_per_class=0, **self._args)
+
+    def reference_dataset(self) -> "MovingDigitsDataset | None":
+        return self.split("heldout", self.heldout_per_class) if self.heldout_per_class > 0 else None
+
+    def reference_root(self) -> Path | None:
+        ref = self.reference_dataset()
+        return None if ref is None else ref.root
 
 
 # --- metric -------------------------------------------------------------------------------
@@ -198,33 +217,49 @@ def fit_bounce(p: np.ndarray, max_speed: float = 4.0) -> tuple[float, np.ndarray
     return float(np.sqrt(err)), pred
 
 
-def bounce_fit_error(clips: Tensor, threshold: float = 0.15) -> dict:
+SPRITE_MAX_RADIUS_PX = 7.0  # RMS radius of a sprite's mass: real 12 px digits <= 4.7 px, noise ~13 px
+
+
+def bounce_fit_error(clips: Tensor, threshold: float = 0.15, max_radius_px: float = SPRITE_MAX_RADIUS_PX) -> dict:
     """Motion-consistency metric for moving-digit clips (lower is better; real clips ~0.05 px).
 
     Args:
         clips: ``(B, T, 3, H, W)`` in [-1, 1].
     Returns:
-        ``track_rms_px``: mean over clips of the per-clip RMS residual (x and y) of the best
-        constant-velocity-with-bounces fit to the sprite's centre-of-mass track.
+        ``tracked_frac``: fraction of clips with a sprite in every frame (a *tracked* clip); a
+        frame has a sprite when its bright mass is non-empty and compact (RMS radius at most
+        ``max_radius_px``). An empty frame has no position, and a clip of empty frames (or of
+        noise, whose centre sits still) would otherwise fit a still track perfectly, so the
+        error is taken over tracked clips only.
+        ``track_rms_px``: mean over tracked clips of the per-clip RMS residual (x and y) of the
+        best constant-velocity-with-bounces fit to the sprite's centre-of-mass track; None when
+        no clip is tracked (never 0 for "nothing to track").
         ``mass_radius_px``: mean RMS radius of the bright mass around its centre; a compact
         sprite has ~3 px, a frame full of noise ~13 px (its centre sits still, so the track
         alone would call it perfect).
         ``radius_jitter_px``: mean over clips of the std over time of that radius (a sprite
         that changes shape or flickers scores high).
-        ``empty_frame_frac``, ``track_rms_px_median`` and ``per_clip`` (list of track RMS).
+        ``empty_frame_frac``, ``track_rms_px_median`` and ``per_clip`` (list of track RMS,
+        None for an untracked clip).
     """
     if clips.dim() != 5:
         raise ValueError(f"bounce_fit_error expects clips (B, T, 3, H, W), got {tuple(clips.shape)}")
     clips = clips.detach().cpu()
     centres, empty = track_centres(clips, threshold)
     radius = _mass_radius(clips, centres, threshold)  # (B, T)
+    tracked = ~(empty | (radius > max_radius_px)).any(dim=1)  # (B,)
     per_clip = []
-    for c in centres.double().numpy():
+    for c, ok in zip(centres.double().numpy(), tracked.tolist()):
+        if not ok:
+            per_clip.append(None)
+            continue
         ex, _ = fit_bounce(c[:, 0])
         ey, _ = fit_bounce(c[:, 1])
         per_clip.append(float(np.sqrt((ex ** 2 + ey ** 2) / 2)))
-    arr = np.array(per_clip)
-    return {"track_rms_px": float(arr.mean()), "track_rms_px_median": float(np.median(arr)),
+    arr = np.array([e for e in per_clip if e is not None])
+    return {"track_rms_px": float(arr.mean()) if arr.size else None,
+            "track_rms_px_median": float(np.median(arr)) if arr.size else None,
+            "tracked_frac": float(tracked.float().mean()),
             "mass_radius_px": float(radius.mean()), "radius_jitter_px": float(radius.std(dim=1).mean()),
             "empty_frame_frac": float(empty.float().mean()), "per_clip": per_clip}
 
@@ -247,21 +282,30 @@ def motion_report(fake: Tensor, dataset=None, num_real: int = 256) -> dict:
 
     Args:
         fake: generated clips ``(B, T, 3, H, W)`` in [-1, 1].
-        dataset: the training dataset (real reference clips are its first items, evenly spaced).
+        dataset: the training dataset; the real clips scored next to the samples come from its
+            held-out split (``reference_dataset()``) when it has one, evenly spaced.
         num_real: real clips to score.
     Returns:
-        ``{"bounce_fit_px": ..., "bounce_fit_px_real": ..., "mass_radius_px": ..., ...}``.
+        ``{"bounce_fit_px": ..., "tracked_frac": ..., "bounce_fit_px_real": ..., ...}``;
+        ``bounce_fit_px`` is over tracked clips only (None when none is tracked), so read it
+        together with ``tracked_frac`` (real clips: 1.0).
     """
     out = {}
     f = bounce_fit_error(fake)
-    out.update({"bounce_fit_px": f["track_rms_px"], "mass_radius_px": f["mass_radius_px"],
+    out.update({"bounce_fit_px": f["track_rms_px"], "tracked_frac": f["tracked_frac"],
+                "mass_radius_px": f["mass_radius_px"],
                 "radius_jitter_px": f["radius_jitter_px"], "empty_frame_frac": f["empty_frame_frac"],
                 "num_fake": int(fake.shape[0])})
+    if f["track_rms_px"] is None:
+        out["reason"] = "no generated clip has a sprite in every frame (tracked_frac = 0): nothing to fit"
+    if dataset is not None and hasattr(dataset, "reference_dataset"):
+        dataset = dataset.reference_dataset() or dataset
     if dataset is not None and len(dataset):
         n = min(num_real, len(dataset))
         idx = torch.linspace(0, len(dataset) - 1, n).round().long().unique().tolist()
         real = torch.stack([dataset[i][0] for i in idx])
         r = bounce_fit_error(real)
-        out.update({"bounce_fit_px_real": r["track_rms_px"], "mass_radius_px_real": r["mass_radius_px"],
+        out.update({"bounce_fit_px_real": r["track_rms_px"], "tracked_frac_real": r["tracked_frac"],
+                    "mass_radius_px_real": r["mass_radius_px"],
                     "radius_jitter_px_real": r["radius_jitter_px"], "num_real": len(idx)})
     return out

@@ -130,6 +130,7 @@ def test_bounce_metric_separates_real_from_broken_motion(tmp_path):
     assert bounce_fit_error(shuffled)["track_rms_px"] > 5 * m["track_rms_px"] + 1.0
     noise = bounce_fit_error(torch.rand(2, 16, 3, 32, 32) * 2 - 1)
     assert noise["mass_radius_px"] > 2 * m["mass_radius_px"]
+    assert noise["tracked_frac"] == 0.0 and noise["track_rms_px"] is None and m["tracked_frac"] == 1.0
     blank = bounce_fit_error(-torch.ones(1, 16, 3, 32, 32))
     assert blank["empty_frame_frac"] == 1.0
 
