@@ -1,7 +1,9 @@
 """Audio sources for FAD: waveform tensors and folders of audio files, as mono float32 clips.
 
-Files are read with soundfile (torchaudio.load needs torchcodec + FFmpeg, DESIGN.md), mixed down
-to mono by averaging channels (as frechet-audio-distance does), and resampled with
+Files are read with soundfile (wav/flac/ogg/mp3 with libsndfile >= 1.1; torchaudio.load needs
+torchcodec + FFmpeg) and, for what soundfile cannot open, librosa (audioread/FFmpeg): the same
+decoder the training data sets use (modalities/audio/io.py calls :func:`decode_audio`). Clips are
+mixed down to mono by averaging channels (as frechet-audio-distance does), and resampled with
 ``torchaudio.functional.resample`` (windowed sinc, its defaults) to the extractor's rate. The
 resampler is recorded with each result because it moves FAD numbers slightly.
 """
@@ -16,7 +18,7 @@ import torch
 
 from .provenance import subset
 
-AUDIO_EXTS = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
+AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 RESAMPLER = "torchaudio.functional.resample(sinc_interp_hann, lowpass_filter_width=6, rolloff=0.99)"
 
 
@@ -37,12 +39,70 @@ def list_audio_files(root) -> list[Path]:
     return files
 
 
-def read_audio(path) -> tuple[np.ndarray, int]:
-    """One file -> (mono float32 (T,), sample rate)."""
+class AudioDecodeError(ValueError):
+    """A file neither soundfile nor librosa can decode; ``reason`` and ``fix`` for the caller's message."""
+
+    def __init__(self, path, reason: str, fix: str):
+        self.path, self.reason, self.fix = str(path), reason, fix
+        super().__init__(f"{path}: {reason} ({fix})")
+
+
+def _first_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _librosa_decode(path: Path, soundfile_error: str) -> tuple[np.ndarray, int]:
+    try:
+        import warnings
+
+        import librosa
+
+        with warnings.catch_warnings():  # librosa warns about its own audioread fallback; we report instead
+            warnings.simplefilter("ignore")
+            wave, sr = librosa.load(str(path), sr=None, mono=True)
+    except Exception as e:
+        raise AudioDecodeError(path, f"not a readable audio file (soundfile: {soundfile_error}; librosa: "
+                                     f"{_first_line(e)})",
+                               "the file is truncated, corrupt or not audio; re-export it or remove it") from None
+    return np.asarray(wave, np.float32), int(sr)
+
+
+def decode_audio(path) -> tuple[np.ndarray, int]:
+    """One file -> (mono float32 (T,), its sample rate): soundfile, else librosa.
+
+    Raises :class:`AudioDecodeError` for an undecodable or sample-less file.
+    """
     import soundfile as sf
 
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    return x.mean(1), int(sr)
+    path = Path(path)
+    try:
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True)   # (T, channels)
+        wave = x.mean(1)
+    except Exception as e:
+        wave, sr = _librosa_decode(path, _first_line(e))
+    if wave.size == 0:
+        raise AudioDecodeError(path, "audio file has no samples", "re-export it or remove it")
+    return np.ascontiguousarray(wave, np.float32), int(sr)
+
+
+def audio_info(path) -> tuple[int, int, int]:
+    """(frames, sample rate, channels) from the header (soundfile), or by decoding (librosa)."""
+    import soundfile as sf
+
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as e:
+        wave, sr = _librosa_decode(path, _first_line(e))
+        frames, channels = wave.shape[-1], 1
+    else:
+        frames, sr, channels = int(info.frames), int(info.samplerate), int(info.channels)
+    if frames <= 0:
+        raise AudioDecodeError(path, "audio file has no samples", "re-export it or remove it")
+    return frames, sr, channels
+
+
+read_audio = decode_audio  # the name evals used before the decoder was shared
 
 
 def iter_clips(source, sample_rate: int | None, target_sr: int, limit: int | None = None,
@@ -65,7 +125,7 @@ def iter_clips(source, sample_rate: int | None, target_sr: int, limit: int | Non
     files = list_audio_files(source)
     for f in subset(files, limit):
         try:
-            x, sr = read_audio(f)
+            x, sr = decode_audio(f)
         except Exception as e:  # corrupt file: skip, count, report
             if skips is None:
                 raise ValueError(f"{f}: unreadable audio ({e})") from e

@@ -26,6 +26,7 @@ import numpy as np
 from .audio_io import iter_clips
 from .frechet import Stats, StreamingStats, load_stats, save_stats
 from .images import SkipLog
+from .progress import bar
 from .provenance import hash_source
 
 
@@ -124,10 +125,13 @@ def make_extractor(metric: str, **kw):
     return ExternalFADExtractor(metric, **kw)
 
 
-def audio_set(source, extractor, sample_rate: int | None = None, limit: int | None = None) -> AudioSet:
+def audio_set(source, extractor, sample_rate: int | None = None, limit: int | None = None,
+              progress: bool = False, desc: str = "audio features") -> AudioSet:
     """Embed every clip of ``source`` ((N, T) waveforms + sample_rate, or a folder) and summarise."""
     acc, n_clips, skips = StreamingStats(), 0, SkipLog()
-    for clip in iter_clips(source, sample_rate, extractor.sample_rate, limit, skips):
+    total = len(source) if hasattr(source, "shape") else None
+    for clip in bar(iter_clips(source, sample_rate, extractor.sample_rate, limit, skips), desc=desc, total=total,
+                    unit="clip", enabled=progress):
         if clip.size == 0:
             skips.add(f"clip {n_clips}", "empty")
             continue
@@ -139,7 +143,8 @@ def audio_set(source, extractor, sample_rate: int | None = None, limit: int | No
     return AudioSet(acc.stats(), n_clips, acc.n, skipped=tuple(skips.skipped))
 
 
-def reference_audio_set(real, extractor, cache_dir=None, limit: int | None = None) -> AudioSet:
+def reference_audio_set(real, extractor, cache_dir=None, limit: int | None = None,
+                        progress: bool = False) -> AudioSet:
     """Statistics of a reference folder, cached by content hash (or a stats npz used as-is)."""
     p = Path(real)
     if p.is_file() and p.suffix == ".npz":
@@ -154,7 +159,7 @@ def reference_audio_set(real, extractor, cache_dir=None, limit: int | None = Non
         with np.load(cached) as f:
             n_clips = int(f["n_clips"]) if "n_clips" in f.files else 0
         return AudioSet(s, n_clips, s.n, source_hash=h)
-    a = audio_set(p, extractor, None, limit)
+    a = audio_set(p, extractor, None, limit, progress=progress, desc="reference audio")
     save_stats(cached, a.stats, n_clips=np.int64(a.n_clips))
     a.source_hash = h
     return a
