@@ -149,7 +149,9 @@ def reference_audio_set(real, extractor, cache_dir=None, limit: int | None = Non
     p = Path(real)
     if p.is_file() and p.suffix == ".npz":
         s = load_stats(p)
-        return AudioSet(s, 0, s.n, source_hash=hash_source(p))
+        with np.load(p) as f:  # files from `python -m evals fad --save-stats` record their clip count
+            n_clips = int(f["n_clips"]) if "n_clips" in f.files else 0
+        return AudioSet(s, n_clips, s.n, source_hash=hash_source(p))
     h = hash_source(p)
     root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "selfflow-lab" / "stats"
     tag = (extractor.sha256 or extractor.extractor.replace(" ", "_").replace("/", "_"))[:12]

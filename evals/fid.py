@@ -137,8 +137,8 @@ def reference_set(real, model=None, cache_dir=None, batch_size: int = 50, limit:
     if p.is_file() and is_stats_file(p):
         with np.load(p) as f:
             has_s, has_imgs = "mu_s" in f.files, "arr_0" in f.files
-        feats = None
-        if has_imgs and model is not None:  # ADM reference batch: images only for P/R
+            feats = f["feats"] if "feats" in f.files else None  # saved by `python -m evals fid --save-stats`
+        if feats is None and has_imgs and model is not None:  # ADM reference batch: images only for P/R
             feats = image_set(p, model, batch_size, limit, progress=progress, desc="reference features").feats
         return ImageSet(load_stats(p), load_stats(p, spatial=True) if has_s else None, feats,
                         0, source_hash=hash_source(p))

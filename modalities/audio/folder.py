@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from evals.progress import bar
 from modalities.audio.io import AUDIO_EXTENSIONS, probe, read_audio
 from modalities.media_common import MediaError, SkipLog, load_or_next, require_nonempty, scan_labelled_files
 
@@ -76,7 +77,7 @@ class AudioFolderDataset(Dataset):
             path_column=path_column, label_column=label_column, fold_column=fold_column, class_index=class_index)
         self.num_classes = len(self.class_names)
         self.items: list[tuple[Path, int]] = []
-        for path, label in files:
+        for path, label in bar(files, desc=f"scanning {self.root.name}", unit="file", enabled=progress and probe):
             if probe:
                 try:
                     self._check(path, _probe(path))

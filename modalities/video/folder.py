@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from evals.progress import bar
 from modalities.media_common import MediaError, SkipLog, load_or_next, require_nonempty, scan_labelled_files
 from modalities.video.io import VIDEO_EXTENSIONS, probe, read_frames
 
@@ -88,7 +89,7 @@ class VideoFolderDataset(Dataset):
         self.num_classes = len(self.class_names)
         # items: (path, label, frames in file or -1 when not probed)
         self.items: list[tuple[Path, int, int]] = []
-        for path, label in files:
+        for path, label in bar(files, desc=f"scanning {self.root.name}", unit="file", enabled=progress and probe):
             if not probe:
                 self.items.append((path, label, -1))
                 continue
