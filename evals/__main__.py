@@ -110,8 +110,15 @@ def main(argv=None) -> int:
                   fvd_protocol=getattr(a, "protocol", "fvd2048_16f"))
     if a.save_stats:
         from .reference_stats import save_reference_stats
+        from .weights import MissingWeightsError
 
-        written = save_reference_stats(MODALITY[a.cmd], a.real, metrics, a.save_stats, **common)
+        try:
+            written = save_reference_stats(MODALITY[a.cmd], a.real, metrics, a.save_stats, **common)
+        except (MissingWeightsError, FileNotFoundError) as e:  # nothing to save: say why, no traceback
+            if a.strict:
+                raise
+            print(f"error: --save-stats {a.save_stats}: {e}", file=sys.stderr)
+            return 3
         for w in written:
             print(f"saved {w['group']} reference statistics of {w['n_real']} items ({w['extractor']}, "
                   f"{w['dim']}-d) to {w['path']}", file=sys.stderr)

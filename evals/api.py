@@ -19,7 +19,7 @@ Inputs per modality:
 * video: ``fake`` float (N, T, 3, H, W) in [-1, 1] (or a folder of videos); ``real`` a folder of
   videos (mp4, decoded with PyAV) or a statistics npz. Metrics: fid_frame, fvd.
 * audio: ``fake`` float (N, samples) with ``sample_rate`` (or a folder of audio files); ``real`` a
-  folder of audio files (soundfile) or a statistics npz. Metrics: fd_aisfx, fd_crepe,
+  folder of audio files (wav/flac/ogg/mp3, decoded as the training data sets do) or a statistics npz. Metrics: fd_aisfx, fd_crepe,
   fad_vggish, fad_pann, fad_clap, fad_encodec.
 """
 
@@ -65,7 +65,7 @@ def _src(x) -> str | None:
 def evaluate(modality: str, fake, real, metrics, protocol: dict | None = None, cache_dir=None, *,
              sample_rate: int | None = None, device: str = "cpu", batch_size: int = 50,
              limit_real: int | None = None, strict: bool = False, fvd_protocol: str = "fvd2048_16f",
-             extractors: dict | None = None, progress: bool = False, video_batch_size: int = 8) -> list[dict]:
+             extractors: dict | None = None, progress: bool = True, video_batch_size: int = 8) -> list[dict]:
     """Score ``fake`` against ``real``; returns a list of provenance records (one per metric).
 
     metrics: names from ``METRICS[modality]``, or None for ``DEFAULT_METRICS[modality]``.

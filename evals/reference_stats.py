@@ -35,7 +35,7 @@ def groups(modality: str, metrics) -> list[str]:
 
 def save_reference_stats(modality: str, real, metrics, out, *, cache_dir=None, device: str = "cpu",
                          batch_size: int = 50, video_batch_size: int = 8, limit_real: int | None = None,
-                         fvd_protocol: str = "fvd2048_16f", progress: bool = False,
+                         fvd_protocol: str = "fvd2048_16f", progress: bool = True,
                          extractors: dict | None = None) -> list[dict]:
     """Compute the reference statistics of ``real`` for ``metrics`` and write them; returns one dict per
     file written (``group``, ``path``, ``extractor``, ``n_real``, ``dim``)."""

@@ -98,3 +98,12 @@ def test_flags_and_help():
         main(["fid", "--real", "x"])  # neither --fake nor --save-stats
     line = summary_line({"metric": "fvd", "available": False, "reason": "i3d missing"})
     assert line == "fvd: unavailable (i3d missing)"
+
+
+def test_save_stats_without_the_network_says_why(tmp_path, capsys, monkeypatch):
+    # main() sets the variable from --i3d; setenv first so that monkeypatch removes it again afterwards
+    monkeypatch.setenv("SELFFLOW_WEIGHTS_I3D", str(tmp_path / "i3d_torchscript.pt"))
+    (tmp_path / "real").mkdir()
+    rc, out, err = _run(capsys, "fvd", "--real", tmp_path / "real", "--save-stats", tmp_path / "s.npz",
+                        "--metrics", "fvd", "--i3d", tmp_path / "i3d_torchscript.pt")
+    assert rc == 3 and out == "" and "i3d_torchscript.pt" in err and not (tmp_path / "s.npz").exists()

@@ -120,3 +120,20 @@ def test_pairs_format_rejects_folds_and_label_options_need_a_file(tmp_path):
     with pytest.raises(ValueError, match="need a dataset.label_file"):
         scan_labelled_files(tmp_path, ["wav"], None, folds=[1])
     assert scan_labelled_files(tmp_path, ["wav"], tmp_path / "l.csv")[1] == ["cat"]
+
+
+def test_audio_folder_config_takes_esc50_folds_from_the_command_line(tmp_path):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    root = tmp_path / "ESC-50-master"
+    _esc50(root, ESC_ROWS)
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "modality=audio_folder", f"modality.dataset.root={root}", "modality.num_classes=3",
+            "modality.dataset.label_file=meta/esc50.csv", "modality.dataset.folds=[5]"])
+    ds = instantiate(cfg.modality.dataset)
+    assert ds.num_classes == 3 and ds.labels == [1, 2]
