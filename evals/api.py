@@ -19,8 +19,8 @@ Inputs per modality:
 * video: ``fake`` float (N, T, 3, H, W) in [-1, 1] (or a folder of videos); ``real`` a folder of
   videos (mp4, decoded with PyAV) or a statistics npz. Metrics: fid_frame, fvd.
 * audio: ``fake`` float (N, samples) with ``sample_rate`` (or a folder of audio files); ``real`` a
-  folder of audio files (wav/flac/ogg/mp3, decoded as the training data sets do) or a statistics npz. Metrics: fd_aisfx, fd_crepe,
-  fad_vggish, fad_pann, fad_clap, fad_encodec.
+  folder of audio files (wav/flac/ogg/mp3, decoded as the training data sets do) or a statistics
+  npz. Metrics: fd_aisfx, fd_crepe, fad_vggish, fad_pann, fad_clap, fad_encodec.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def image_set(source, model=None, batch_size: int = 50, limit: int | None = None
         model, _ = load_inception()
     s3, ss = StreamingStats(), StreamingStats()
     feats, skips = [], SkipLog()
-    total = len(source) if hasattr(source, "shape") else None
+    total = min(len(source), limit or len(source)) if hasattr(source, "shape") else None
     pbar = bar(desc=desc, total=total, unit="img", enabled=progress)
     for batch in _rebatch(iter_images(source, batch_size, limit, skips), batch_size):
         out = extract(model, batch)

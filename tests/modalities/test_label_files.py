@@ -99,7 +99,8 @@ def test_esc50_missing_column_names_it(tmp_path):
 def test_generic_csv_with_named_columns_and_folds(tmp_path):
     _touch(tmp_path, ["a/1.wav", "a/2.wav", "b/3.wav", "b/4.wav"])
     lf = tmp_path / "labels.tsv"
-    lf.write_text("file\tspecies\tsplit\na/1.wav\t10\ttrain\na/2.wav\t2\ttest\nb/3.wav\t2\ttrain\n\nb/4.wav\t9\ttrain\n")
+    lf.write_text("file\tspecies\tsplit\na/1.wav\t10\ttrain\na/2.wav\t2\ttest\n"
+                  "b/3.wav\t2\ttrain\n\nb/4.wav\t9\ttrain\n")
     pairs, names = scan_labelled_files(tmp_path, ["wav"], lf, path_column="file", label_column="species",
                                        fold_column="split", folds=["train"])
     assert names == ["2", "9", "10"]  # integer labels sort numerically, and every row counts (also 'test')
