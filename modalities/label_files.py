@@ -206,7 +206,8 @@ def _table(label_file: Path, root: Path, path_col: str, label_col: str, fold_col
         raise LabelFileError(label_file, 1, f"missing column(s) {missing}; the header has {columns}", fix)
     audio_dir = root / "audio" if esc50 and (root / "audio").is_dir() else root
     rows, targets = [], {}
-    for n, row in enumerate(reader, 2):  # line 1 is the header
+    for row in reader:
+        n = reader.line_num  # the physical line (DictReader skips blank lines silently)
         rel, cls = (row.get(path_col) or "").strip(), (row.get(label_col) or "").strip()
         if not rel and not any((v or "").strip() for v in row.values()):
             continue  # blank line

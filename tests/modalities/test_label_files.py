@@ -108,8 +108,8 @@ def test_generic_csv_with_named_columns_and_folds(tmp_path):
     with pytest.raises(LabelFileError, match=r"labels.tsv:1: missing column\(s\) \['label'\]; the header has "
                                              r"\['file', 'species', 'split'\].*label_column"):
         scan_labelled_files(tmp_path, ["wav"], lf, path_column="file")
-    lf.write_text("file,species\na/1.wav,x\nb/3.wav,\n")
-    with pytest.raises(LabelFileError, match=r"labels.tsv:3: empty 'species'"):
+    lf.write_text("file,species\na/1.wav,x\n\nb/3.wav,\n")
+    with pytest.raises(LabelFileError, match=r"labels.tsv:4: empty 'species'"):
         scan_labelled_files(tmp_path, ["wav"], lf, path_column="file", label_column="species")
 
 
