@@ -24,6 +24,9 @@ MEDIA = {"fid": "images (folder, ADM npz)", "fvd": "videos (folder of mp4/avi/..
          "fad": "audio files (folder of wav/flac/ogg/mp3)"}
 EXTRACTOR_NAMES = {"inception_tf2015_adm": "TF-2015 Inception, ADM preprocessing",
                    "i3d_k400_tfhub": "I3D Kinetics-400 (StyleGAN-V's TorchScript)"}
+BATCH_HELP = {"fid": "images per network call (default 50)",
+              "fvd": "frames per Inception call for fid_frame (default 50) and clips per I3D call (default 8)",
+              "fad": "unused: audio clips are embedded one file at a time"}
 LIMIT_HELP = ("use at most N reference items, evenly spaced over the sorted file list (so a class-per-folder "
               "tree keeps every class), not the first N; for fvd, N clips from N evenly spaced videos. "
               "Cached statistics are keyed by N")
@@ -73,8 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cache-dir", default=None, help="reference statistics cache "
                                                          "(default ~/.cache/selfflow-lab/stats)")
         p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N")
-        p.add_argument("--batch-size", type=int, default=None,
-                       help="items per network call (default: 50 images / 8 video clips)")
+        p.add_argument("--batch-size", type=int, default=None, help=BATCH_HELP[cmd])
         p.add_argument("--limit-real", type=int, default=None, metavar="N", help=LIMIT_HELP)
         p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
         p.add_argument("--strict", action="store_true", help="fail instead of reporting a metric as unavailable")
@@ -83,8 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--i3d", default=None, help="path to i3d_torchscript.pt (else $SELFFLOW_WEIGHTS_I3D)")
         if cmd == "fad":
             p.add_argument("--fad-ckpt-dir", default=None, help="frechet-audio-distance ckpt_dir for fad_* metrics")
-            p.add_argument("--sample-rate", type=int, default=None,
-                           help="rate of --fake when it is an npz of waveforms (files carry their own rate)")
     return ap
 
 
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     from .api import evaluate
 
     recs = evaluate(MODALITY[a.cmd], a.fake, a.real, metrics, {"fake_source": a.fake}, strict=a.strict,
-                    sample_rate=getattr(a, "sample_rate", None), **common)
+                    **common)
     print(json.dumps(recs, indent=2))
     for r in recs:
         print(summary_line(r), file=sys.stderr)
