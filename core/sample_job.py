@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import zipfile
 from dataclasses import asdict
@@ -41,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .io_utils import QUANTIZE_MODES, atomic_path, atomic_write, atomic_write_json, to_uint8
@@ -159,7 +161,7 @@ def _write_pngs(arr: np.ndarray, start: int, folder: Path) -> None:
 def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_samples: int, batch_size: int,
                  seed: int, out_dir: str | os.PathLike, *, num_classes: int | None = None, class_mode: str = "random",
                  quantize_mode: str = "round", sample_kind: str | None = None, save_png: bool = False, autocast_dtype: torch.dtype | None = None,
-                 protocol: dict | None = None, merge: bool = True) -> dict:
+                 protocol: dict | None = None, merge: bool = True, progress: bool = True) -> dict:
     """Generate ``num_samples`` samples, resumably and rank-sharded; rank 0 merges them. Call on every rank.
 
     Args:
@@ -177,6 +179,7 @@ def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_
         autocast_dtype: e.g. ``torch.bfloat16`` to sample under autocast (GPU).
         protocol: extra provenance stored in ``sample.json`` and the manifest (e.g. checkpoint info).
         merge: write ``samples_<N>.npz`` (rank 0).
+        progress: a tqdm bar over this rank's batches on stderr (rank 0 only).
     Returns:
         summary dict (same on every rank except ``npz``, which only rank 0 fills).
     """
@@ -215,6 +218,9 @@ def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_
     starts = list(range(0, num_samples, batch_size))
     generated, skipped, made, nfe = 0, 0, 0, 0
     t0 = time.perf_counter()
+    mine = [i for i in range(len(starts)) if i % info.world_size == info.rank]
+    bar = tqdm(total=len(mine), desc="sampling", unit="batch", leave=False, file=sys.stderr,
+               disable=not (progress and info.is_main), mininterval=0.5)
     for i, start in enumerate(starts):
         if i % info.world_size != info.rank:
             continue
@@ -222,6 +228,7 @@ def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_
         y = labels[start:start + batch_size]
         if path.exists() and _shard_ok(path, len(y)):
             skipped += 1
+            bar.update(1)
             continue
         with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             x, nfe = generate_tokens(model, coords, y, sampler_cfg, seed, i)
@@ -231,6 +238,8 @@ def run_sampling(model, decode, coords: Tensor, sampler_cfg: SamplerConfig, num_
         atomic_write(path, lambda f, a=arr, yy=y: np.savez(f, samples=a, labels=yy.numpy(), start=np.int64(start),
                                                            nfe=np.int64(nfe)))
         generated, made = generated + 1, made + len(y)
+        bar.update(1)
+    bar.close()
     wall = time.perf_counter() - t0
     counts = dist_utils.gather_objects((generated, skipped, made, nfe, wall))
     wall_all = max(c[4] for c in counts)

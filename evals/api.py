@@ -19,8 +19,8 @@ Inputs per modality:
 * video: ``fake`` float (N, T, 3, H, W) in [-1, 1] (or a folder of videos); ``real`` a folder of
   videos (mp4, decoded with PyAV) or a statistics npz. Metrics: fid_frame, fvd.
 * audio: ``fake`` float (N, samples) with ``sample_rate`` (or a folder of audio files); ``real`` a
-  folder of audio files (soundfile) or a statistics npz. Metrics: fd_aisfx, fd_crepe,
-  fad_vggish, fad_pann, fad_clap, fad_encodec.
+  folder of audio files (wav/flac/ogg/mp3, decoded as the training data sets do) or a statistics
+  npz. Metrics: fd_aisfx, fd_crepe, fad_vggish, fad_pann, fad_clap, fad_encodec.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _src(x) -> str | None:
 def evaluate(modality: str, fake, real, metrics, protocol: dict | None = None, cache_dir=None, *,
              sample_rate: int | None = None, device: str = "cpu", batch_size: int = 50,
              limit_real: int | None = None, strict: bool = False, fvd_protocol: str = "fvd2048_16f",
-             extractors: dict | None = None) -> list[dict]:
+             extractors: dict | None = None, progress: bool = True, video_batch_size: int = 8) -> list[dict]:
     """Score ``fake`` against ``real``; returns a list of provenance records (one per metric).
 
     modality: the metric family, a key of ``METRICS`` (a run passes its ``modality.eval_family``, so
@@ -80,6 +80,10 @@ def evaluate(modality: str, fake, real, metrics, protocol: dict | None = None, c
     seed, method, anything else). cache_dir: where reference statistics are cached by content hash
     (default ``~/.cache/selfflow-lab/stats``). extractors: injected networks for tests, e.g.
     ``{"fvd": I3DExtractor(module=...)}`` or ``{"fad_vggish": model}``.
+    batch_size: images per Inception/DINOv2 call; video_batch_size: clips per I3D call.
+    progress: tqdm bars on stderr over feature extraction (rank 0 only; core/progress.py).
+    A statistics npz written by ``python -m evals ... --save-stats`` records its extractor, and a
+    mismatch with the metric's network is an error rather than a meaningless number.
     """
     metrics = _check(modality, metrics)
     protocol = dict(protocol or {})
@@ -93,7 +97,7 @@ def evaluate(modality: str, fake, real, metrics, protocol: dict | None = None, c
     try:
         return run(fake, real, metrics, protocol, cache_dir, sample_rate=sample_rate, device=device,
                    batch_size=batch_size, limit_real=limit_real, strict=strict, fvd_protocol=fvd_protocol,
-                   extractors=extractors or {})
+                   extractors=extractors or {}, progress=progress, video_batch_size=video_batch_size)
     except _NoReference as e:
         return _unavailable(metrics, e.__cause__ or e, protocol, strict)
 
@@ -118,19 +122,37 @@ def _unavailable(metrics, err, protocol, strict, **extra):
 
 # ---- image ----------------------------------------------------------------------------------------
 
-def _image(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limit_real, strict, **_):
+def _image(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limit_real, strict, progress, **_):
     extra = []
     if "fd_dinov2" in metrics:
         extra = _fd_dinov2(fake, real, protocol, cache_dir, device=device, batch_size=batch_size,
-                           limit_real=limit_real, strict=strict)
+                           limit_real=limit_real, strict=strict, progress=progress)
         metrics = [m for m in metrics if m != "fd_dinov2"]
         if not metrics:
             return extra
     return _inception_metrics(fake, real, metrics, protocol, cache_dir, device=device, batch_size=batch_size,
-                              limit_real=limit_real, strict=strict) + extra
+                              limit_real=limit_real, strict=strict, progress=progress) + extra
 
 
-def _fd_dinov2(fake, real, protocol, cache_dir, *, device, batch_size, limit_real, strict):
+def stats_extractor(path) -> str | None:
+    """The extractor a statistics npz records (files from ``--save-stats``), else None."""
+    import numpy as np
+
+    if not (isinstance(path, (str, Path)) and Path(path).is_file() and is_stats_file(path)):
+        return None
+    with np.load(path) as f:
+        return str(f["extractor"]) if "extractor" in f.files else None
+
+
+def check_stats_extractor(path, expected: str, metric: str) -> None:
+    """A statistics file made with another network gives a meaningless distance: refuse it."""
+    found = stats_extractor(path)
+    if found is not None and found != expected:
+        raise ValueError(f"{path}: statistics of {found!r}, but {metric} needs {expected!r} (pass the statistics "
+                         f"file saved for {metric}, or the reference folder)")
+
+
+def _fd_dinov2(fake, real, protocol, cache_dir, *, device, batch_size, limit_real, strict, progress=False):
     from . import fid as F
     from .dinov2 import DINOv2Features, load_dinov2
 
@@ -140,8 +162,11 @@ def _fd_dinov2(fake, real, protocol, cache_dir, *, device, batch_size, limit_rea
         return _unavailable(["fd_dinov2"], e, protocol, strict, extractor="dinov2_cls_edm2")
     model = DINOv2Features(net).to(device)
     extractor = f"dinov2_d{net.dim}_l{len(net.blocks)}_cls_edm2"
-    fk = F.image_set(fake, model, batch_size, keep_features=False)
-    if Path(real).is_file() and is_stats_file(real):  # its mu/sigma are the Inception's: use its images
+    fk = F.image_set(fake, model, batch_size, keep_features=False, progress=progress)
+    if stats_extractor(real) == extractor:  # saved with --save-stats for fd_dinov2
+        rf = F.reference_set(real, None, cache_dir, batch_size)
+    elif Path(real).is_file() and is_stats_file(real):  # its mu/sigma are the Inception's: use its images
+        check_stats_extractor(real, F.EXTRACTOR, "fd_dinov2 (an Inception statistics file with images)")
         import numpy as np
 
         with np.load(real) as f:
@@ -150,10 +175,10 @@ def _fd_dinov2(fake, real, protocol, cache_dir, *, device, batch_size, limit_rea
             return _unavailable(["fd_dinov2"], ValueError(
                 f"{real}: holds Inception statistics only; fd_dinov2 needs the reference images (an image "
                 "folder, or an ADM reference batch with arr_0)"), protocol, strict)
-        rf = F.image_set(real, model, batch_size, limit_real, keep_features=False)
+        rf = F.image_set(real, model, batch_size, limit_real, keep_features=False, progress=progress)
     else:
         rf = _reference(F.reference_set, real, model, cache_dir, batch_size, limit_real, weights_sha256=sha,
-                        name="fd_dinov2")
+                        name="fd_dinov2", progress=progress)
     return [prov.record("fd_dinov2", frechet_distance(rf.pool3, fk.pool3), extractor=extractor, weights_sha256=sha,
                         n_real=rf.n or rf.pool3.n, n_fake=fk.n, reference_stats_hash=rf.pool3.content_hash(),
                         protocol=protocol, modality="image", real_source=_src(real),
@@ -161,7 +186,8 @@ def _fd_dinov2(fake, real, protocol, cache_dir, *, device, batch_size, limit_rea
                              "the standard network is ViT-L/14")]
 
 
-def _inception_metrics(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limit_real, strict):
+def _inception_metrics(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limit_real, strict,
+                       progress=False):
     from . import fid as F
     from .inception import load_inception
 
@@ -169,8 +195,10 @@ def _inception_metrics(fake, real, metrics, protocol, cache_dir, *, device, batc
         model, sha = load_inception(device=device)
     except MissingWeightsError as e:
         return _unavailable(metrics, e, protocol, strict, extractor=F.EXTRACTOR)
-    fk = F.image_set(fake, model, batch_size)
-    rf = _reference(F.reference_set, real, model, cache_dir, batch_size, limit_real, weights_sha256=sha)
+    check_stats_extractor(real, F.EXTRACTOR, "fid")
+    fk = F.image_set(fake, model, batch_size, progress=progress, desc="sample features")
+    rf = _reference(F.reference_set, real, model, cache_dir, batch_size, limit_real, weights_sha256=sha,
+                    progress=progress)
     base = dict(extractor=F.EXTRACTOR, weights_sha256=sha, n_real=rf.n or rf.pool3.n, n_fake=fk.n,
                 reference_stats_hash=rf.pool3.content_hash(), protocol=protocol, modality="image",
                 real_source=_src(real), n_fake_skipped=len(fk.skipped))
@@ -206,7 +234,7 @@ def _inception_metrics(fake, real, metrics, protocol, cache_dir, *, device, batc
 # ---- video ----------------------------------------------------------------------------------------
 
 def _video(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limit_real, strict, fvd_protocol,
-           extractors, **_):
+           extractors, progress=False, video_batch_size=8, **_):
     from . import fid as F
     from . import fvd as V
 
@@ -217,9 +245,11 @@ def _video(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limi
         except MissingWeightsError as e:
             out.extend(_unavailable(["fid_frame"], e, protocol, strict))
         else:
-            fk = F.image_set(F.video_frame_batches(fake, batch_size=batch_size), model, batch_size)
+            check_stats_extractor(real, F.EXTRACTOR, "fid_frame")
+            fk = F.image_set(F.video_frame_batches(fake, batch_size=batch_size), model, batch_size,
+                             progress=progress, desc="sample frames")
             rf = _reference(F.reference_set, real, model, cache_dir, batch_size, limit_real, kind="video_frames",
-                            weights_sha256=sha)
+                            weights_sha256=sha, progress=progress)
             out.append(prov.record("fid_frame", frechet_distance(rf.pool3, fk.pool3), extractor=F.EXTRACTOR,
                                    weights_sha256=sha, n_real=rf.n or rf.pool3.n, n_fake=fk.n,
                                    reference_stats_hash=rf.pool3.content_hash(), protocol=protocol,
@@ -231,11 +261,13 @@ def _video(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limi
             out.extend(_unavailable(["fvd"], e, protocol, strict, fvd_protocol=fvd_protocol,
                                     note="FVD needs the I3D file; fid_frame is reported instead"))
             return out
-        fk = V.video_set(fake, ex, fvd_protocol, real=False, batch_size=8)
+        check_stats_extractor(real, ex.name, "fvd")
+        fk = V.video_set(fake, ex, fvd_protocol, real=False, batch_size=video_batch_size, progress=progress)
         if isinstance(real, (str, Path)) and Path(real).is_file() and is_stats_file(real):
             rs, n_real = load_stats(real), load_stats(real).n
         else:
-            rv = _reference(V.video_set, real, ex, fvd_protocol, real=True, batch_size=8, limit=limit_real)
+            rv = _reference(V.video_set, real, ex, fvd_protocol, real=True, batch_size=video_batch_size,
+                            limit=limit_real, progress=progress)
             rs, n_real = rv.stats, rv.n
         out.append(prov.record("fvd", frechet_distance(rs, fk.stats), extractor=ex.name, weights_sha256=ex.sha256,
                                n_real=n_real, n_fake=fk.n, reference_stats_hash=rs.content_hash(), ddof=0,
@@ -246,7 +278,8 @@ def _video(fake, real, metrics, protocol, cache_dir, *, device, batch_size, limi
 
 # ---- audio ----------------------------------------------------------------------------------------
 
-def _audio(fake, real, metrics, protocol, cache_dir, *, sample_rate, device, limit_real, strict, extractors, **_):
+def _audio(fake, real, metrics, protocol, cache_dir, *, sample_rate, device, limit_real, strict, extractors,
+           progress=False, **_):
     from . import fad as A
     from .audio_io import RESAMPLER
 
@@ -260,8 +293,9 @@ def _audio(fake, real, metrics, protocol, cache_dir, *, sample_rate, device, lim
         except (MissingWeightsError, A.MissingExtraError) as e:
             out.extend(_unavailable([m], e, protocol, strict))
             continue
-        fk = A.audio_set(fake, ex, sample_rate)
-        rf = _reference(A.reference_audio_set, real, ex, cache_dir, limit_real)
+        check_stats_extractor(real, ex.extractor, m)
+        fk = A.audio_set(fake, ex, sample_rate, progress=progress, desc=f"{m} samples")
+        rf = _reference(A.reference_audio_set, real, ex, cache_dir, limit_real, progress=progress)
         out.append(prov.record(m, frechet_distance(rf.stats, fk.stats), extractor=ex.extractor,
                                weights_sha256=ex.sha256, n_real=rf.n_clips, n_fake=fk.n_clips,
                                reference_stats_hash=rf.stats.content_hash(), protocol=protocol, modality="audio",

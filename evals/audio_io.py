@@ -1,7 +1,9 @@
 """Audio sources for FAD: waveform tensors and folders of audio files, as mono float32 clips.
 
-Files are read with soundfile (torchaudio.load needs torchcodec + FFmpeg, DESIGN.md), mixed down
-to mono by averaging channels (as frechet-audio-distance does), and resampled with
+Files are read with soundfile (wav/flac/ogg/mp3 with libsndfile >= 1.1; torchaudio.load needs
+torchcodec + FFmpeg) and, for what soundfile cannot open, librosa (audioread/FFmpeg): the same
+decoder the training data sets use (core/audio_decode.py, shared by both). Clips are
+mixed down to mono by averaging channels (as frechet-audio-distance does), and resampled with
 ``torchaudio.functional.resample`` (windowed sinc, its defaults) to the extractor's rate. The
 resampler is recorded with each result because it moves FAD numbers slightly.
 """
@@ -14,9 +16,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from core.audio_decode import AudioDecodeError, audio_info, decode_audio  # noqa: F401 -- re-exported
+
 from .provenance import subset
 
-AUDIO_EXTS = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
+AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 RESAMPLER = "torchaudio.functional.resample(sinc_interp_hann, lowpass_filter_width=6, rolloff=0.99)"
 
 
@@ -37,12 +41,7 @@ def list_audio_files(root) -> list[Path]:
     return files
 
 
-def read_audio(path) -> tuple[np.ndarray, int]:
-    """One file -> (mono float32 (T,), sample rate)."""
-    import soundfile as sf
-
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    return x.mean(1), int(sr)
+read_audio = decode_audio  # the name evals used before the decoder was shared
 
 
 def iter_clips(source, sample_rate: int | None, target_sr: int, limit: int | None = None,
@@ -65,7 +64,7 @@ def iter_clips(source, sample_rate: int | None, target_sr: int, limit: int | Non
     files = list_audio_files(source)
     for f in subset(files, limit):
         try:
-            x, sr = read_audio(f)
+            x, sr = decode_audio(f)
         except Exception as e:  # corrupt file: skip, count, report
             if skips is None:
                 raise ValueError(f"{f}: unreadable audio ({e})") from e

@@ -28,6 +28,7 @@ from core.io_utils import cache_dir as io_cache_dir
 from .audio_io import iter_clips
 from .frechet import Stats, StreamingStats, load_stats, save_stats
 from .images import SkipLog
+from core.progress import bar
 from .provenance import hash_source
 
 
@@ -126,10 +127,13 @@ def make_extractor(metric: str, **kw):
     return ExternalFADExtractor(metric, **kw)
 
 
-def audio_set(source, extractor, sample_rate: int | None = None, limit: int | None = None) -> AudioSet:
+def audio_set(source, extractor, sample_rate: int | None = None, limit: int | None = None,
+              progress: bool = False, desc: str = "audio features") -> AudioSet:
     """Embed every clip of ``source`` ((N, T) waveforms + sample_rate, or a folder) and summarise."""
     acc, n_clips, skips = StreamingStats(), 0, SkipLog()
-    for clip in iter_clips(source, sample_rate, extractor.sample_rate, limit, skips):
+    total = len(source) if hasattr(source, "shape") else None
+    for clip in bar(iter_clips(source, sample_rate, extractor.sample_rate, limit, skips), desc=desc, total=total,
+                    unit="clip", enabled=progress):
         if clip.size == 0:
             skips.add(f"clip {n_clips}", "empty")
             continue
@@ -141,12 +145,15 @@ def audio_set(source, extractor, sample_rate: int | None = None, limit: int | No
     return AudioSet(acc.stats(), n_clips, acc.n, skipped=skips.lines())
 
 
-def reference_audio_set(real, extractor, cache_dir=None, limit: int | None = None) -> AudioSet:
+def reference_audio_set(real, extractor, cache_dir=None, limit: int | None = None,
+                        progress: bool = False) -> AudioSet:
     """Statistics of a reference folder, cached by content hash (or a stats npz used as-is)."""
     p = Path(real)
     if p.is_file() and p.suffix == ".npz":
         s = load_stats(p)
-        return AudioSet(s, 0, s.n, source_hash=hash_source(p))
+        with np.load(p) as f:  # files from `python -m evals fad --save-stats` record their clip count
+            n_clips = int(f["n_clips"]) if "n_clips" in f.files else 0
+        return AudioSet(s, n_clips, s.n, source_hash=hash_source(p))
     h = hash_source(p)
     root = Path(cache_dir) if cache_dir else io_cache_dir("stats")
     tag = (extractor.sha256 or extractor.extractor.replace(" ", "_").replace("/", "_"))[:12]
@@ -156,7 +163,7 @@ def reference_audio_set(real, extractor, cache_dir=None, limit: int | None = Non
         with np.load(cached) as f:
             n_clips = int(f["n_clips"]) if "n_clips" in f.files else 0
         return AudioSet(s, n_clips, s.n, source_hash=h)
-    a = audio_set(p, extractor, None, limit)
+    a = audio_set(p, extractor, None, limit, progress=progress, desc="reference audio")
     save_stats(cached, a.stats, n_clips=np.int64(a.n_clips))
     a.source_hash = h
     return a

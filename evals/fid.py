@@ -31,6 +31,7 @@ from . import weights
 from .frechet import Stats, StreamingStats, frechet_distance, is_stats_file, load_stats, save_stats
 from .images import SkipLog, iter_images, to_nchw
 from .inception import load_inception
+from core.progress import bar
 from .provenance import hash_source
 
 EXTRACTOR = "inception_tf2015_adm"  # TF-2015 weights + ADM preprocessing; the only network called "fid"
@@ -77,23 +78,28 @@ def _rebatch(batches, batch_size: int):
 
 
 def image_set(source, model=None, batch_size: int = 50, limit: int | None = None,
-              keep_features: bool = True) -> ImageSet:
+              keep_features: bool = True, progress: bool = False, desc: str = "features") -> ImageSet:
     """Run Inception over ``source`` (tensor, ADM npz, or folder) and summarise it.
 
     ``model`` may be any network returning ``{"pool3": (B, D)[, "spatial": (B, D')]}`` for uint8
-    NCHW images (e.g. evals.dinov2.DINOv2Features: ``pool3`` then holds its CLS feature)."""
+    NCHW images (e.g. evals.dinov2.DINOv2Features: ``pool3`` then holds its CLS feature).
+    ``progress``: a tqdm bar on stderr (rank 0 only) counting images."""
     if model is None:
         model, _ = load_inception()
     s3, ss = StreamingStats(), StreamingStats()
     feats, skips = [], SkipLog()
+    total = min(len(source), limit or len(source)) if hasattr(source, "shape") else None
+    pbar = bar(desc=desc, total=total, unit="img", enabled=progress)
     for batch in _rebatch(iter_images(source, batch_size, limit, skips), batch_size):
         out = extract(model, batch)
+        pbar.update(len(batch))
         p3 = out["pool3"].double().cpu().numpy()
         s3.update(p3)
         if "spatial" in out:
             ss.update(out["spatial"].double().cpu().numpy())
         if keep_features:
             feats.append(p3.astype(np.float32))
+    pbar.close()
     if s3.n < 2:
         raise ValueError(f"{source if not hasattr(source, 'shape') else 'tensor'}: need at least 2 images, "
                          f"got {s3.n}")
@@ -116,7 +122,8 @@ def video_frame_batches(videos, limit: int | None = None, skips=None, batch_size
 
 
 def reference_set(real, model=None, cache_dir=None, batch_size: int = 50, limit: int | None = None,
-                  kind: str = "images", weights_sha256: str | None = None, name: str | None = None) -> ImageSet:
+                  kind: str = "images", weights_sha256: str | None = None, name: str | None = None,
+                  progress: bool = False) -> ImageSet:
     """Reference statistics, computed once per content and cached by content hash.
 
     ``real`` may be a statistics npz (``mu``/``sigma``[/``mu_s``/``sigma_s``]) used as-is, an
@@ -133,9 +140,9 @@ def reference_set(real, model=None, cache_dir=None, batch_size: int = 50, limit:
     if p.is_file() and is_stats_file(p):
         with np.load(p) as f:
             has_s, has_imgs = "mu_s" in f.files, "arr_0" in f.files
-        feats = None
-        if has_imgs and model is not None:  # ADM reference batch: images only for P/R
-            feats = image_set(p, model, batch_size, limit).feats
+            feats = f["feats"] if "feats" in f.files else None  # saved by `python -m evals fid --save-stats`
+        if feats is None and has_imgs and model is not None:  # ADM reference batch: images only for P/R
+            feats = image_set(p, model, batch_size, limit, progress=progress, desc="reference features").feats
         return ImageSet(load_stats(p), load_stats(p, spatial=True) if has_s else None, feats,
                         0, source_hash=hash_source(p))
     if model is None:
@@ -152,9 +159,10 @@ def reference_set(real, model=None, cache_dir=None, batch_size: int = 50, limit:
         return ImageSet(load_stats(cached), load_stats(cached, spatial=True) if has_spatial else None, feats,
                         int(load_stats(cached).n), source_hash=h)
     if kind == "video_frames":
-        s = image_set(video_frame_batches(p, limit, batch_size=batch_size), model, batch_size)
+        s = image_set(video_frame_batches(p, limit, batch_size=batch_size), model, batch_size, progress=progress,
+                      desc="reference frames")
     else:
-        s = image_set(p, model, batch_size, limit)
+        s = image_set(p, model, batch_size, limit, progress=progress, desc="reference features")
     save_stats(cached, s.pool3, s.spatial, feats=s.feats)
     s.source_hash = h
     return s

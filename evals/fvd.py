@@ -71,8 +71,11 @@ def select_clip(video: np.ndarray, num_frames: int, rng: np.random.Generator | N
 
 
 def video_set(videos, extractor, protocol: str = "fvd2048_16f", real: bool = False, seed: int = 0,
-              batch_size: int = 8, limit: int | None = None) -> VideoSet:
-    """Statistics of I3D features over clips selected by ``protocol`` from an iterable of videos."""
+              batch_size: int = 8, limit: int | None = None, progress: bool = False) -> VideoSet:
+    """Statistics of I3D features over clips selected by ``protocol`` from an iterable of videos.
+
+    ``limit``: at most that many clips, taken from videos evenly spaced over the sorted files."""
+    from core.progress import bar
     from .images import SkipLog
     from .video_io import iter_videos
 
@@ -83,7 +86,8 @@ def video_set(videos, extractor, protocol: str = "fvd2048_16f", real: bool = Fal
     rng = np.random.default_rng(seed) if real else None
     acc, batch, skips, short = StreamingStats(ddof=cfg["ddof"]), [], SkipLog(), 0
     max_frames = None if real else cfg["num_frames"]
-    for v in iter_videos(videos, None, skips, max_frames=max_frames):
+    pbar = bar(desc="I3D " + ("reference" if real else "samples"), total=n_max, unit="clip", enabled=progress)
+    for v in iter_videos(videos, limit, skips, max_frames=max_frames):
         clip = select_clip(v, cfg["num_frames"], rng)
         if clip is None:
             short += 1
@@ -91,11 +95,13 @@ def video_set(videos, extractor, protocol: str = "fvd2048_16f", real: bool = Fal
         batch.append(clip)
         if len(batch) == batch_size:
             acc.update(extractor(np.stack(batch)))
+            pbar.update(len(batch))
             batch = []
         if n_max and acc.n + len(batch) >= n_max:
             break
     if batch:
         acc.update(extractor(np.stack(batch)))
+    pbar.close()
     if short:
         skips.add(f"{short} videos", f"shorter than {cfg['num_frames']} frames (discarded, as StyleGAN-V does)")
     if acc.n < 2:

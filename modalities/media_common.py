@@ -7,7 +7,8 @@ Three concerns live here so that every dataset behaves the same way:
   dataset is an error at construction, before any training starts.
 * **Folder layouts.** :func:`scan_labelled_files` finds media files either in a
   folder-per-class tree (``root/<class>/<file>``, UCF-101 style, any depth below the class
-  folder) or through an optional label file (``relative/path,class`` lines).
+  folder) or through an optional label file (modalities/label_files.py: ``path,class`` lines,
+  UCF-101 split lists, ESC-50's csv, or a CSV with named columns).
 * **Generated data caches.** :func:`generate_once` builds a default data set under
   ``$SELFFLOW_CACHE/data/<name>`` exactly once, in a temporary directory renamed into place
   when complete, so a killed generation never leaves half a data set behind.
@@ -114,22 +115,30 @@ def scan_labelled_files(
     extensions: Iterable[str],
     label_file: str | os.PathLike | None = None,
     kind: str = "media",
+    **label_options,
 ) -> tuple[list[tuple[Path, int]], list[str]]:
-    """Find ``(path, class_index)`` pairs under ``root``.
+    """Find ``(path, class_index)`` pairs under ``root``; returns them and the class names.
 
     Without ``label_file`` the class is the first folder level below ``root`` (files deeper
     in the class folder count too, so UCF-101's ``root/<class>/<clip>.avi`` and nested
-    layouts both work). With ``label_file``, each non-empty line is ``relative/path,class``
-    (comma or tab separated; ``#`` starts a comment). Classes are sorted by name.
+    layouts both work); classes are sorted by name. With ``label_file``, the file decides
+    (``relative/path,class`` lines, UCF-101 split lists, ESC-50's csv or a CSV with named
+    columns); ``label_options`` (label_format, folds, path_column, label_column, fold_column,
+    class_index) go to :func:`modalities.label_files.read_label_file`.
     """
+    from modalities.label_files import read_label_file
+
     root = Path(root).expanduser()
     exts = {e.lower().lstrip(".") for e in extensions}
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: {kind} folder does not exist (set dataset.root to a folder of {kind} files)")
+    label_options = {k: v for k, v in label_options.items() if v is not None}
     if label_file is not None:
-        pairs = _read_label_file(root, Path(label_file).expanduser())
+        pairs, class_names = read_label_file(root, label_file, **label_options)
     else:
-        pairs = []
+        if label_options.get("folds") is not None or label_options.get("label_format", "auto") != "auto":
+            raise ValueError(f"{root}: dataset.folds / label_format need a dataset.label_file")
+        pairs, class_names = [], None
         for cls_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for f in sorted(cls_dir.rglob("*")):
                 if f.is_file() and f.suffix.lower().lstrip(".") in exts:
@@ -140,24 +149,9 @@ def scan_labelled_files(
             f"{root}: no {kind} files with extensions {sorted(exts)} found in {layout}; "
             f"put files in one folder per class or pass a label file"
         )
-    class_names = sorted({c for _, c in pairs})
+    class_names = class_names or sorted({c for _, c in pairs})
     index = {c: i for i, c in enumerate(class_names)}
     return [(p, index[c]) for p, c in pairs], class_names
-
-
-def _read_label_file(root: Path, label_file: Path) -> list[tuple[Path, str]]:
-    if not label_file.is_file():
-        raise FileNotFoundError(f"{label_file}: label file does not exist")
-    pairs = []
-    for n, line in enumerate(label_file.read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = [s.strip() for s in line.replace("\t", ",").split(",")]
-        if len(parts) != 2 or not parts[0] or not parts[1]:
-            raise ValueError(f"{label_file}:{n}: expected 'relative/path,class', got {line!r}")
-        pairs.append((root / parts[0], parts[1]))
-    return pairs
 
 
 def load_or_next(index: int, items: list, broken: set, load: Callable[[int], object], skipped: SkipLog,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from core.progress import bar
 from modalities.audio.io import AUDIO_EXTENSIONS, probe, read_audio
 from modalities.splits import carve_heldout, check_eval_root
 from modalities.media_common import MediaError, SkipLog, load_or_next, require_nonempty, scan_labelled_files
@@ -47,7 +48,10 @@ class AudioFolderDataset(Dataset):
         sample_rate: target rate; other rates are resampled (or skipped if ``resample=False``).
         num_samples: output length (e.g. 16000 = 1 s at 16 kHz); shorter files are zero-padded.
         crop: ``random`` (training), ``center`` or ``start`` for longer files.
-        label_file: optional ``relative/path,class`` file instead of class folders.
+        label_file: optional label file instead of class folders (``path,class`` lines, UCF-101
+            split lists, ESC-50 csv or a CSV; see modalities/label_files.py).
+        label_format, folds, path_column, label_column, fold_column, class_index: how to read
+            ``label_file`` (``auto`` detects the format; ``folds`` keeps only those folds).
         resample: if False, a file at another rate is skipped with a message instead.
         min_seconds: skip files shorter than this (0 = keep all, pad short ones).
         extensions: accepted file extensions.
@@ -58,7 +62,10 @@ class AudioFolderDataset(Dataset):
                  crop: str = "random", label_file: str | None = None, resample: bool = True,
                  min_seconds: float = 0.0, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, probe: bool = True,
                  eval_root: str | os.PathLike | None = None,
-                 eval_fraction: float = 0.0):
+                 eval_fraction: float = 0.0,
+                 label_format: str = "auto", folds: list | None = None, path_column: str | None = None,
+                 label_column: str | None = None, fold_column: str | None = None,
+                 class_index: str | None = None, progress: bool = True):
         if crop not in CROPS:
             raise ValueError(f"dataset.crop must be one of {CROPS}, got {crop!r}")
         if num_samples < 1 or sample_rate < 1:
@@ -72,10 +79,12 @@ class AudioFolderDataset(Dataset):
         self.resample, self.min_seconds = resample, float(min_seconds)
         self.skipped = SkipLog()
         self._broken: set[int] = set()
-        files, self.class_names = scan_labelled_files(self.root, extensions, label_file, kind="audio")
+        files, self.class_names = scan_labelled_files(
+            self.root, extensions, label_file, kind="audio", label_format=label_format, folds=folds,
+            path_column=path_column, label_column=label_column, fold_column=fold_column, class_index=class_index)
         self.num_classes = len(self.class_names)
         self.items: list[tuple[Path, int]] = []
-        for path, label in files:
+        for path, label in bar(files, desc=f"scanning {self.root.name}", unit="file", enabled=progress and probe):
             if probe:
                 try:
                     self._check(path, _probe(path))

@@ -1,8 +1,9 @@
 """Audio file I/O: probe and read (soundfile, librosa fallback) to mono at a target rate; write WAV.
 
-``torchaudio.load/save`` need torchcodec and a system FFmpeg (DESIGN.md, "Environment"), so
-files are read with soundfile (wav/flac/ogg/mp3 with libsndfile >= 1.1) and, for anything
-soundfile cannot open, librosa (audioread/FFmpeg). Resampling uses torchaudio's transform.
+``torchaudio.load/save`` need torchcodec and a system FFmpeg, so files are read with soundfile
+(wav/flac/ogg/mp3 with libsndfile >= 1.1) and, for anything soundfile cannot open, librosa
+(audioread/FFmpeg). The decoding itself is :func:`evals.audio_io.decode_audio`, so training and
+``python -m evals fad`` accept the same files. Resampling uses torchaudio's transform.
 Every failure is a :class:`MediaError` naming the file.
 """
 
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from core.io_utils import atomic_path
+from core.audio_decode import AudioDecodeError, audio_info, decode_audio
 from modalities.media_common import MediaError
 
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3")
@@ -40,44 +42,14 @@ def _check_file(path: Path) -> None:
         raise MediaError(path, "audio file is empty (0 bytes)", "re-copy or delete the file")
 
 
-def _first_line(e: Exception) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-
-
 def probe(path: str | os.PathLike) -> AudioInfo:
     """Length, rate and channel count from the header (soundfile), or by decoding (librosa)."""
-    import soundfile as sf
-
     path = Path(path)
     _check_file(path)
     try:
-        info = sf.info(str(path))
-        if info.frames <= 0:
-            raise MediaError(path, "audio file has no samples", "re-export it or remove it")
-        return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
-    except MediaError:
-        raise
-    except Exception as e:
-        first = _first_line(e)
-    wave, sr = _librosa_read(path, first)
-    return AudioInfo(wave.shape[-1], sr, 1)
-
-
-def _librosa_read(path: Path, soundfile_error: str) -> tuple[np.ndarray, int]:
-    try:
-        import warnings
-
-        import librosa
-
-        with warnings.catch_warnings():  # librosa warns about its own audioread fallback; we report instead
-            warnings.simplefilter("ignore")
-            wave, sr = librosa.load(str(path), sr=None, mono=True)
-    except Exception as e:
-        raise MediaError(path, f"not a readable audio file (soundfile: {soundfile_error}; librosa: {_first_line(e)})",
-                         "the file is truncated, corrupt or not audio; re-export it or remove it") from None
-    if wave.size == 0:
-        raise MediaError(path, "audio file has no samples", "re-export it or remove it")
-    return wave.astype(np.float32), int(sr)
+        return AudioInfo(*audio_info(path))
+    except AudioDecodeError as e:
+        raise MediaError(path, e.reason, e.fix) from None
 
 
 def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[Tensor, int]:
@@ -85,20 +57,13 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
 
     Returns the waveform and the file's own sample rate.
     """
-    import soundfile as sf
-
     path = Path(path)
     _check_file(path)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)   # (num_samples, channels)
-        wave = data.mean(axis=1)                                         # mix to mono
-        if wave.size == 0:
-            raise MediaError(path, "audio file has no samples", "re-export it or remove it")
-    except MediaError:
-        raise
-    except Exception as e:
-        wave, sr = _librosa_read(path, _first_line(e))
-    out = torch.from_numpy(np.ascontiguousarray(wave))
+        wave, sr = decode_audio(path)
+    except AudioDecodeError as e:
+        raise MediaError(path, e.reason, e.fix) from None
+    out = torch.from_numpy(wave)
     if sample_rate is not None and sr != sample_rate:
         out = resample(out, sr, sample_rate)
     return out, int(sr)

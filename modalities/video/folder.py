@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from modalities.splits import carve_heldout, check_eval_root
+from core.progress import bar
 from modalities.media_common import MediaError, SkipLog, load_or_next, require_nonempty, scan_labelled_files
 from modalities.video.io import VIDEO_EXTENSIONS, probe, read_frames
 
@@ -51,7 +52,10 @@ class VideoFolderDataset(Dataset):
         frame_stride: step between sampled frames (2 = every other frame).
         size: output side (int) or ``(height, width)``.
         start: ``random`` (training), ``center`` or ``first`` clip start.
-        label_file: optional ``relative/path,class`` file instead of class folders.
+        label_file: optional label file instead of class folders (``path,class`` lines, UCF-101
+            split lists, ESC-50 csv or a CSV; see modalities/label_files.py).
+        label_format, folds, path_column, label_column, fold_column, class_index: how to read
+            ``label_file`` (``auto`` detects the format; ``folds`` keeps only those folds).
         backend: ``auto`` (decord, PyAV fallback), ``decord`` or ``pyav``.
         extensions: accepted file extensions.
         probe: check every file at construction (recommended; skips broken/short files early).
@@ -64,7 +68,10 @@ class VideoFolderDataset(Dataset):
                  size: int | tuple[int, int] = 32, start: str = "random", label_file: str | None = None,
                  backend: str = "auto", extensions: tuple[str, ...] = VIDEO_EXTENSIONS, probe: bool = True,
                  cache_frames: bool = False, eval_root: str | os.PathLike | None = None,
-                 eval_fraction: float = 0.0):
+                 eval_fraction: float = 0.0,
+                 label_format: str = "auto", folds: list | None = None, path_column: str | None = None,
+                 label_column: str | None = None, fold_column: str | None = None,
+                 class_index: str | None = None, progress: bool = True):
         if start not in STARTS:
             raise ValueError(f"dataset.start must be one of {STARTS}, got {start!r}")
         if num_frames < 1 or frame_stride < 1:
@@ -82,11 +89,13 @@ class VideoFolderDataset(Dataset):
         self.span = (num_frames - 1) * frame_stride + 1  # frames a clip covers in the source
         self.skipped = SkipLog()
         self._broken: set[int] = set()  # items that failed after probing; never retried
-        files, self.class_names = scan_labelled_files(self.root, extensions, label_file, kind="video")
+        files, self.class_names = scan_labelled_files(
+            self.root, extensions, label_file, kind="video", label_format=label_format, folds=folds,
+            path_column=path_column, label_column=label_column, fold_column=fold_column, class_index=class_index)
         self.num_classes = len(self.class_names)
         # items: (path, label, frames in file or -1 when not probed)
         self.items: list[tuple[Path, int, int]] = []
-        for path, label in files:
+        for path, label in bar(files, desc=f"scanning {self.root.name}", unit="file", enabled=progress and probe):
             if not probe:
                 self.items.append((path, label, -1))
                 continue

@@ -123,3 +123,10 @@ def test_two_ranks_give_the_samples_of_one_process(tmp_path, free_port):
     a, la = _arr(single["npz"])
     b, lb = _arr(tmp_path / "multi" / "samples_11.npz")
     assert np.array_equal(a, b) and np.array_equal(la, lb)
+
+
+def test_sampling_progress_bar_on_stderr(tmp_path, capsys):
+    _run(tmp_path / "a", num_samples=4, batch_size=2, cfg=SamplerConfig(method="euler", num_steps=2), progress=True)
+    assert "sampling" in capsys.readouterr().err
+    _run(tmp_path / "b", num_samples=4, batch_size=2, cfg=SamplerConfig(method="euler", num_steps=2), progress=False)
+    assert "sampling" not in capsys.readouterr().err

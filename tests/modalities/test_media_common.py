@@ -49,3 +49,13 @@ def test_merge_spools_ignores_torn_lines(tmp_path):
     spool.write_text('{"path": "/d/a.wav", "reason": "empty"}\n{"path": "/d/b.w')  # killed mid-write
     log = SkipLog(entries=[("/d/c.wav", "short")])
     assert log.merge_spools([spool]) == 1 and log.entries[-1] == ("/d/a.wav", "empty") and len(log) == 2
+
+
+def test_dataset_scan_shows_a_progress_bar_on_rank_zero_only(tmp_path, capsys, monkeypatch):
+    _two_tone_folder(tmp_path, n_per_class=2)
+    monkeypatch.delenv("RANK", raising=False)
+    AudioFolderDataset(tmp_path, sample_rate=16000, num_samples=1600, progress=True)
+    assert f"scanning {tmp_path.name}" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "1")
+    AudioFolderDataset(tmp_path, sample_rate=16000, num_samples=1600, progress=True)
+    assert "scanning" not in capsys.readouterr().err
