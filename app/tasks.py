@@ -46,10 +46,13 @@ def main(cfg: DictConfig) -> dict:
 
 def train(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -> dict:
     """``task=train``: train, sample with the EMA model, evaluate, and write the report."""
-    if is_main:
-        write_config(cfg, run_dir)
     torch.manual_seed(int(cfg.seed))
-    parts = build(cfg)
+    try:
+        parts = build(cfg)
+    except (ValueError, FileNotFoundError) as exc:  # bad input named by its own message (data folder, shapes)
+        raise ConfigError(str(exc)) from exc
+    if is_main:  # only once the parts were built: a run that cannot start leaves no run directory
+        write_config(cfg, run_dir)
     encoder = getattr(parts["objective"], "encoder", None)
     if encoder is not None and is_main:  # which network REPA really used ("auto" picks at run time)
         (run_dir / "encoder.json").write_text(json.dumps({

@@ -77,6 +77,13 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown train.* keys {unknown}; valid keys: {sorted(known)}")
+        defaults = cls()
+        for key, value in d.items():  # a string where a number belongs fails here, not deep inside a step
+            want = type(getattr(defaults, key))
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            if want in (int, float, bool) and (not isinstance(value, want) or (want is not bool and isinstance(value, bool))):
+                raise ValueError(f"train.{key}={value!r}: must be {'a number' if want is float else 'an integer' if want is int else 'true or false'}")
         cfg = cls(**{k: (tuple(v) if k == "betas" else v) for k, v in d.items()})
         cfg.validate()
         return cfg

@@ -13,6 +13,34 @@ def _csv(text: str | None):
     return [x for x in text.split(",") if x] if text else None
 
 
+# `python run.py benchmark=<budget> benchmark.<key>=...`: the hydra spelling of this CLI's flags
+BENCHMARK_KEYS = {"modalities": "--modalities", "seeds": "--seeds", "variants": "--variants", "out": "--out"}
+
+
+def argv_from_overrides(overrides: list[str]) -> list[str]:
+    """Translate ``run.py``'s command-line overrides into this CLI's arguments.
+
+    ``benchmark=standard`` -> ``--budget standard``; ``benchmark.modalities=[image,video]`` (or
+    ``image,video``) -> ``--modalities image,video`` (likewise ``seeds``, ``variants``, ``out``);
+    every other override is passed on to every cell (e.g. ``train.steps=500``).
+    """
+    argv, extra = [], []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if key == "benchmark":
+            argv += ["--budget", value]
+        elif key.startswith("benchmark."):
+            flag = BENCHMARK_KEYS.get(key.split(".", 1)[1])
+            if flag is None:
+                raise SystemExit(f"config error: {key} is not a suite option; use one of "
+                                 f"{sorted('benchmark.' + k for k in BENCHMARK_KEYS)} or edit the budget file")
+            argv += [flag, value.strip("[]").replace(" ", "")]
+        else:
+            extra.append(item)
+    return argv + extra
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
     p.add_argument("--budget", default="quick", help="quick | standard | paper | ablation | path/to/budget.yaml")

@@ -9,6 +9,8 @@ import torch
 import run
 from core.checkpoint import load_checkpoint
 
+REPO = Path(__file__).resolve().parents[1]
+
 SMALL = ["model=micro", "train=smoke", "eval=none", "sample.num_samples=4", "sample.num_steps=4",
          "modality.dataset.per_class=16"]
 
@@ -190,3 +192,78 @@ def test_tensorboard_logger_mirrors_metrics_jsonl(compose, tmp_path):
     assert [e.step for e in events] == [m["step"] for m in logged]
     assert all(abs(e.value - m["loss"]) <= 1e-6 * abs(m["loss"]) for e, m in zip(events, logged))
     assert sorted({e.step for e in acc.Images("samples")}) == [3, 6]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=abc", "train.lr='abc': must be a number"),
+    ("train.steps=-5", "train.steps=-5: must be >= 1"),
+    ("method.objective.mask_ratio=0.9", "method.objective.mask_ratio=0.9: must be in [0, 0.5]"),
+    ("modality=image_folder", "modality.dataset.root is required"),
+])
+def test_config_errors_are_one_message_and_leave_no_run_directory(compose, tmp_path, override, message):
+    from app.cli import config_error_message
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(run.ConfigError) as info:
+        base = SMALL[:-1] if override.startswith("modality=") else SMALL  # per_class is the shapes' key
+        run.main(compose(base + [override, f"run_dir={run_dir}"]))
+    text = config_error_message(info.value)
+    assert text.startswith("config error: ") and message in text and len(text.splitlines()) <= 2
+    assert not run_dir.exists()  # validation failed before anything was written
+
+
+def test_cli_prints_one_line_and_removes_hydra_bookkeeping(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "run.py"), "train.lr=abc", f"hydra.run.dir={tmp_path / 'r'}"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "config error: train.lr='abc': must be a number"
+    assert not (tmp_path / "r").exists()
+
+
+def test_remove_unused_run_dir_keeps_real_runs(tmp_path):
+    from app.cli import remove_unused_run_dir
+
+    fresh, real = tmp_path / "a" / "fresh", tmp_path / "b" / "real"
+    for d in (fresh, real):
+        (d / ".hydra").mkdir(parents=True)
+        (d / "run.log").write_text("")
+    (real / "checkpoints").mkdir()
+    assert remove_unused_run_dir(fresh) and not fresh.exists() and not fresh.parent.exists()
+    assert not remove_unused_run_dir(real) and (real / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_resume_continues_in_the_run_directory(compose, tmp_path):
+    common = SMALL + ["method=fm", "train.ckpt_every=3", "train.log_every=1"]
+    first = run.main(compose(common + ["train.steps=3", f"run_dir={tmp_path / 'r'}"]))
+    # no run_dir: the checkpoint path alone names the directory to continue in
+    second = run.main(compose(common + [f"train.resume={tmp_path / 'r' / 'checkpoints'}"]))
+    assert second["run_dir"] == first["run_dir"] == str(tmp_path / "r")
+    steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert "Last logged step: " in (report := (tmp_path / "r" / "report.md").read_text()) and "step = 6" in report
+
+
+def test_resume_run_dir_resolution(tmp_path):
+    from app.config import _hydra_run_dir, resume_run_dir
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt_00000010.pt").write_bytes(b"")
+    for given in (tmp_path, tmp_path / "checkpoints", tmp_path / "checkpoints" / "ckpt_00000010.pt"):
+        assert resume_run_dir(given) == tmp_path
+    assert resume_run_dir(None) is None and resume_run_dir(tmp_path / "elsewhere.pt") is None
+    assert _hydra_run_dir(str(tmp_path), "runs/new") == str(tmp_path) and _hydra_run_dir(None, "runs/new") == "runs/new"
+
+
+def test_benchmark_overrides_are_forwarded_to_the_suite():
+    from experiments.__main__ import argv_from_overrides
+
+    argv = argv_from_overrides(["benchmark=standard", "benchmark.modalities=[image,video]", "benchmark.seeds=[0,1]",
+                                "benchmark.out=/tmp/s", "train.steps=500", "+model.extra=1"])
+    assert argv == ["--budget", "standard", "--modalities", "image,video", "--seeds", "0,1", "--out", "/tmp/s",
+                    "train.steps=500", "+model.extra=1"]
+    with pytest.raises(SystemExit, match="benchmark.oops"):
+        argv_from_overrides(["benchmark=quick", "benchmark.oops=1"])
