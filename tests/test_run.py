@@ -267,3 +267,33 @@ def test_benchmark_overrides_are_forwarded_to_the_suite():
                     "train.steps=500", "+model.extra=1"]
     with pytest.raises(SystemExit, match="benchmark.oops"):
         argv_from_overrides(["benchmark=quick", "benchmark.oops=1"])
+
+
+@pytest.mark.slow
+def test_sample_task_reproduces_the_trainers_samples_of_an_x_prediction_model(compose, tmp_path):
+    # micro on 32 px images: 192-value patches > 64 wide, so `auto` trains with x-prediction; task=sample
+    # must rebuild it as x (stored in the checkpoint), not the constructor default v.
+    import numpy as np
+
+    from app.build import build
+    from app.config import fingerprint, sampler_config
+    from core.sample_job import quantize
+    from core.trainer import Trainer, TrainConfig
+    from omegaconf import OmegaConf
+
+    train_args = SMALL + ["model.prediction=auto", "train.batch_size=4"]
+    run.main(compose(train_args + [f"run_dir={tmp_path / 'train'}"]))
+    out = run.main(compose(train_args + ["task=sample", f"checkpoint.path={tmp_path / 'train'}", "sample.num_samples=6",
+                                         "+sample.batch_size=4", "sample.seed=7", "+sample.class_mode=balanced",
+                                         "model.prediction=v",  # a wrong request: the checkpoint's x wins
+                                         f"run_dir={tmp_path / 'samples'}"]))
+    cfg = compose(train_args + [f"run_dir={tmp_path / 'train'}"])
+    parts = build(cfg)
+    assert parts["model"].prediction == "x"
+    trainer = Trainer(model=parts["model"], objective=parts["objective"], tokenizer=parts["tokenizer"],
+                      dataset=parts["dataset"], cfg=TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True)),
+                      run_dir=tmp_path / "replay", sampler_cfg=sampler_config(cfg), config_fingerprint=fingerprint(cfg))
+    trainer.load(tmp_path / "train")
+    mine, labels, _ = trainer.generate(6, seed=7, batch_size=4)
+    assert labels.tolist() == [0, 1, 2, 3, 0, 1]
+    assert np.array_equal(np.load(out["npz"])["arr_0"], quantize(mine, kind="image"))
