@@ -131,14 +131,18 @@ def _check_image(path: Path) -> str | None:
 #################################################################################
 
 
-def _draw_shape(rng: np.random.Generator, shape: str, size: int) -> Image.Image:
-    """One scene, drawn at 4x and downsampled for anti-aliased edges."""
+def _draw_shape(rng: np.random.Generator, shape: str, size: int,
+                radius: tuple[float, float] = (0.2, 0.32)) -> Image.Image:
+    """One scene, drawn at 4x and downsampled for anti-aliased edges.
+
+    ``radius``: range of the shape's radius as a fraction of the side (centre to vertex).
+    """
     s = 4 * size
     bg = tuple(int(c) for c in rng.integers(0, 96, 3))
     fg = tuple(int(c) for c in rng.integers(128, 256, 3))
     img = Image.new("RGB", (s, s), bg)
     draw = ImageDraw.Draw(img)
-    r = rng.uniform(0.2, 0.32) * s
+    r = rng.uniform(*radius) * s
     cx, cy = rng.uniform(r + 2, s - r - 2, 2)
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fg)
@@ -159,7 +163,18 @@ def _draw_shape(rng: np.random.Generator, shape: str, size: int) -> Image.Image:
     return img.resize((size, size), Image.LANCZOS)
 
 
-def generate_shapes(root: Path, per_class: int, image_size: int, seed: int) -> None:
+DEFAULT_RADIUS = (0.2, 0.32)
+
+
+def _check_radius(radius) -> tuple[float, float]:
+    lo, hi = (float(v) for v in radius)
+    if not 0.0 < lo <= hi <= 0.45:
+        raise ValueError(f"modality.dataset.radius={list(radius)}: need 0 < low <= high <= 0.45 (fractions of the side)")
+    return lo, hi
+
+
+def generate_shapes(root: Path, per_class: int, image_size: int, seed: int,
+                    radius: tuple[float, float] = DEFAULT_RADIUS) -> None:
     """Write the dataset into ``root`` atomically (temp folder + rename) with a manifest of hashes."""
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
@@ -170,10 +185,12 @@ def generate_shapes(root: Path, per_class: int, image_size: int, seed: int) -> N
             rng = np.random.default_rng([seed, label])
             for i in range(per_class):
                 path = tmp / shape / f"{shape}_{i:05d}.png"
-                _draw_shape(rng, shape, image_size).save(path, format="PNG")
+                _draw_shape(rng, shape, image_size, radius).save(path, format="PNG")
                 digest.update(path.read_bytes())
         manifest = {"per_class": per_class, "image_size": image_size, "seed": seed, "classes": list(SHAPES),
                     "count": per_class * len(SHAPES), "sha256": digest.hexdigest()}
+        if tuple(radius) != DEFAULT_RADIUS:  # absent for the default, so existing caches stay valid
+            manifest["radius"] = list(radius)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if root.exists():  # a stale or damaged copy: keep nothing half-written
             shutil.rmtree(root)
@@ -183,13 +200,15 @@ def generate_shapes(root: Path, per_class: int, image_size: int, seed: int) -> N
         raise
 
 
-def verify_shapes(root: Path, per_class: int, image_size: int, seed: int) -> str | None:
+def verify_shapes(root: Path, per_class: int, image_size: int, seed: int,
+                  radius: tuple[float, float] = DEFAULT_RADIUS) -> str | None:
     """``None`` if ``root`` holds exactly the expected generated files, else what is wrong."""
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         return "no manifest"
     manifest = json.loads(manifest_path.read_text())
-    expected = {"per_class": per_class, "image_size": image_size, "seed": seed, "classes": list(SHAPES)}
+    expected = {"per_class": per_class, "image_size": image_size, "seed": seed, "classes": list(SHAPES),
+                "radius": None if tuple(radius) == DEFAULT_RADIUS else list(radius)}
     if any(manifest.get(k) != v for k, v in expected.items()):
         return f"generated with other settings {manifest}"
     files = [root / s / f"{s}_{i:05d}.png" for s in SHAPES for i in range(per_class)]
@@ -211,24 +230,29 @@ class ShapesDataset(ImageFolderDataset):
     use, verified (file count and content hash) on every later use, regenerated if damaged.
     The held-out reference (``heldout_per_class`` per shape) and the classifier's split are
     drawn the same way with their own seeds (:func:`modalities.splits.split_seed`).
+    ``radius`` is the range of the shape's radius as a fraction of the image side; larger shapes
+    cover more pixels, so a small model learns their outlines in fewer steps (docs/recipes.md).
     """
 
     def __init__(self, root: str | Path | None = None, image_size: int = 32, per_class: int = 500, seed: int = 0,
-                 heldout_per_class: int = 100):
+                 heldout_per_class: int = 100, radius: tuple[float, float] | list[float] = DEFAULT_RADIUS):
+        radius = _check_radius(radius)
         root = Path(root).expanduser() if root else cache_dir("data")
-        folder = root / f"shapes{image_size}-n{per_class}-s{seed}"
-        problem = verify_shapes(folder, per_class, image_size, seed) if folder.exists() else "missing"
+        tag = "" if radius == DEFAULT_RADIUS else f"-r{radius[0]:g}-{radius[1]:g}"
+        folder = root / f"shapes{image_size}-n{per_class}-s{seed}{tag}"
+        problem = verify_shapes(folder, per_class, image_size, seed, radius) if folder.exists() else "missing"
         if problem:
             if problem != "missing":
                 log.warning("regenerating %s: %s", folder, problem)
-            generate_shapes(folder, per_class, image_size, seed)
+            generate_shapes(folder, per_class, image_size, seed, radius)
         self.data_root, self.seed, self.heldout_per_class = root, int(seed), int(heldout_per_class)
+        self.radius = radius
         super().__init__(folder, image_size, verify=False)  # content hash already checked
 
     def split(self, name: str, per_class: int) -> "ShapesDataset":
         """Another split of the same generator (``heldout`` | ``classifier``), in its own folder."""
         return ShapesDataset(self.data_root, self.image_size, per_class, split_seed(self.seed, name),
-                             heldout_per_class=0)
+                             heldout_per_class=0, radius=self.radius)
 
     def reference_dataset(self) -> "ShapesDataset | None":
         return self.split("heldout", self.heldout_per_class) if self.heldout_per_class > 0 else None
