@@ -1,6 +1,6 @@
 """The linear interpolant and timestep distributions (paper Section 3.1, Eqs. 1-2, App. A.2 Eqs. 8-10).
 
-Convention used everywhere in our code (DESIGN.md, "Time"):
+Convention used everywhere in our code (docs/method.md, "Time convention"):
 
     x_t = (1 - t) * x0 + t * eps,     t = 1 is pure noise, t = 0 is data,
     v   = d x_t / d t = eps - x0,     the regression target of every objective.

@@ -1,7 +1,7 @@
 """Shared types at the boundary between `core/` and the modalities.
 
 Every modality turns its data into a batch of token sequences ``(B, N, C)`` plus integer
-coordinates ``(N, 3)`` over the axes ``(time, height, width)`` (DESIGN.md, "Tokens"). The
+coordinates ``(N, 3)`` over the axes ``(time, height, width)`` (docs/method.md, "Tokens and coordinates"). The
 transformer only ever sees tokens and coordinates, so it never knows which modality it models.
 
 A modality provides three pluggable parts, each instantiated by hydra from its ``_target_``:

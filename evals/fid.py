@@ -1,6 +1,6 @@
 """FID, sFID, precision/recall and IS as the ADM evaluation suite computes them, in torch.
 
-Protocol (openai/guided-diffusion, evaluations/evaluator.py; shared/reference/evaluators.md 1.1):
+Protocol (openai/guided-diffusion, evaluations/evaluator.py; docs/evaluation_protocols.md, "FID, sFID, precision/recall, IS (ADM suite)"):
 
 * features: TF-2015 Inception pool3 (2048-d) and ``mixed_6/conv[..., :7]`` (2023-d, sFID),
   after TF-1 bilinear resize to 299 and ``(x - 128) / 128`` on uint8 input (evals/inception.py);

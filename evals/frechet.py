@@ -4,7 +4,7 @@ Every metric in `evals/` (FID, sFID, FVD, FAD, fd_*) ends here: a feature extrac
 samples into vectors, :class:`StreamingStats` accumulates their mean and covariance, and
 :func:`frechet_distance` compares two such summaries.
 
-Numerics (see shared/reference/evaluators.md, "Computing the Frechet distance robustly"):
+Numerics (see docs/evaluation_protocols.md, "Frechet distance"):
 
 * Sums are accumulated in float64 around a fixed shift (the first batch's mean), so that
   ``sum(x x^T) - n mu mu^T`` does not cancel catastrophically when features have a large mean.

@@ -8,7 +8,7 @@ frames; the detector receives uint8-valued (B, 3, T, H, W) and is called with
 itself) and returns 400-d pre-softmax logits; statistics use the *biased* covariance (divide by
 N), then the Frechet distance.
 
-No PyPI package ships this network (shared/reference/offline_weights.md), so with the file absent
+No PyPI package ships this network (docs/offline_weights.md, "Files the user supplies"), so with the file absent
 :func:`load_i3d` raises :class:`~evals.weights.MissingWeightsError` naming it; the API turns that
 into an "unavailable" record and the video report still carries ``fid_frame``. No checksum is
 published: the SHA-256 of the copy used is recorded with every result.

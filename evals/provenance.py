@@ -1,4 +1,4 @@
-"""Result records: every number is stored with the protocol that produced it (DESIGN.md).
+"""Result records: every number is stored with the protocol that produced it (docs/evaluation_protocols.md).
 
 A result is a plain JSON-able dict::
 

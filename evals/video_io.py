@@ -1,6 +1,6 @@
 """Video sources for FVD / fid_frame: (N, T, 3, H, W) tensors and folders of video files.
 
-Files are decoded with PyAV (torchvision 0.29 has no read_video; DESIGN.md). Everything becomes
+Files are decoded with PyAV (torchvision 0.29 has no read_video; docs/environment.md). Everything becomes
 uint8 (T, H, W, 3) clips, quantised from [-1, 1] like images (evals/images.py) and like
 StyleGAN-V's generator wrapper (``x * 127.5 + 128``, clamped).
 """

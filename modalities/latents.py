@@ -3,7 +3,7 @@
 * :class:`SDVAETokenizer` - diffusers ``AutoencoderKL`` (optional extra ``vae``, imported
   lazily) loaded from a local directory such as a downloaded ``stabilityai/sd-vae-ft-ema``;
   latents are ``(z - shift) * 0.18215`` and cut into 2x2 patches, so a 256x256 image is
-  256 tokens of 16 values (reference/selfflow.md, 5.3). It accepts images (encodes on the
+  256 tokens of 16 values (docs/method.md, "Per-modality settings from the paper"). It accepts images (encodes on the
   fly) or latents already in the cache (``input: latent``, the fast path for training).
 * :class:`LatentCache` - one ``.npy`` per source file under ``<root>/<hash of the encoder
   config>/``, named by the SHA-256 of the source file's bytes: a changed config or a changed

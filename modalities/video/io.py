@@ -1,6 +1,6 @@
 """Video file I/O: probe, read frames (decord, PyAV fallback), write H.264 MP4.
 
-torchvision 0.29 has no ``io.read_video``/``write_video`` (DESIGN.md, "Environment"), so we
+torchvision 0.29 has no ``io.read_video``/``write_video`` (docs/environment.md, "Video I/O: decord and PyAV"), so we
 read with decord (fast random access) and fall back to PyAV, which reads any container
 FFmpeg knows (webm/mkv from some encoders that decord rejects). We write with PyAV.
 

@@ -1,7 +1,7 @@
 """Converters: official key names/shapes load strictly, and our velocity equals the official public forward.
 
-The reference forwards below are written from the documented semantics of each release (reference/
-selfflow.md 2.3, 5.1, 11) in float64 with plain tensor ops, independent of core/: Self-Flow feeds
+The reference forwards below are written from the documented semantics of each release (docs/method.md,
+"Published checkpoints and their conventions") in float64 with plain tensor ops, independent of core/: Self-Flow feeds
 ``1 - t`` to its per-token embedder and returns ``-output`` reordered from (p, q, c) to (c, p, q); SiT runs
 in its own time (t = 1 data) with a Conv2d patch embedding and unpatchify; REPA is already in paper time.
 """
