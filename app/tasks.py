@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from core import distributed as dist_utils
+from core.checkpoint import CheckpointError
 from core.io_utils import git_commit
 from core.report import write_report
 from core.trainer import Trainer, TrainConfig, pick_device, read_metrics
@@ -39,9 +40,12 @@ def main(cfg: DictConfig) -> dict:
     # ranks may have started at different seconds (hydra's dated output directory): rank 0's wins
     run_dir = Path(dist_utils.broadcast_object(str(requested_run_dir(cfg))))
     device = pick_device(cfg.train.get("device", "auto"), info.local_rank)
-    if cfg.task == "sample":
-        return sample_task(cfg, run_dir, device, info.is_main)
-    return train(cfg, run_dir, device, info.is_main)
+    try:
+        if cfg.task == "sample":
+            return sample_task(cfg, run_dir, device, info.is_main)
+        return train(cfg, run_dir, device, info.is_main)
+    except (CheckpointError, FileNotFoundError) as exc:  # checkpoint.path / train.resume: unreadable or absent
+        raise ConfigError(str(exc)) from None
 
 
 def train(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -> dict:

@@ -64,7 +64,21 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, corrupt, or containing arbitrary objects
-        raise RuntimeError(f"cannot load checkpoint {path}: {exc}. Is the file complete and a torch checkpoint?") from exc
+        raise CheckpointError(path, exc) from exc
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read safely; one line naming the file, the cause and the fix."""
+
+    def __init__(self, path, cause: BaseException):
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        if "GLOBAL" in str(cause) or "global" in str(cause):  # a pickled class or function, not tensors
+            fix = ("it holds Python objects that safe loading (weights_only=True) refuses; re-save only its "
+                   "tensors, e.g. torch.save({'model': model.state_dict()}, path)")
+        else:
+            fix = "the file is truncated, corrupt or not a torch checkpoint; use another checkpoint"
+        super().__init__(f"cannot load checkpoint {path}: {first[:300]} ({fix})")
+        self.path = str(path)
 
 
 def capture_rng_state() -> dict:

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .checkpoint import resolve_checkpoint
+from .checkpoint import CheckpointError, resolve_checkpoint
 from .embeddings import sincos_from_coords
 from .transformer import MODEL_SIZES, SiT
 
@@ -336,7 +336,7 @@ def load_pretrained(path: str | Path, layout: str = "ours", prefer: str | None =
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise RuntimeError(f"cannot load {path} with weights_only=True: {exc}. Re-save it as a plain state dict.") from exc
+        raise CheckpointError(path, exc) from exc
     info = ConvertInfo(layout=layout, path=str(path))
     sd, nesting, top = extract_state_dict(obj, prefer, where=str(path))
     info.stripped_prefix = "module." in nesting

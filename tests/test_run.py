@@ -156,7 +156,8 @@ def test_sample_task_from_our_checkpoint_is_resumable(compose, tmp_path):
                     "+sample.batch_size=2", f"run_dir={tmp_path / 'samples'}"]
     first = run.main(compose(args))
     arr = np.load(first["npz"])["arr_0"]
-    assert arr.shape == (5, 32, 32, 3) and arr.dtype == np.uint8
+    size = compose(SMALL).modality.dataset.image_size
+    assert arr.shape == (5, size, size, 3) and arr.dtype == np.uint8
     again = run.main(compose(args))
     assert again["skipped_batches"] == 3 and again["generated_batches"] == 0
     assert np.array_equal(np.load(again["npz"])["arr_0"], arr)
@@ -297,3 +298,17 @@ def test_sample_task_reproduces_the_trainers_samples_of_an_x_prediction_model(co
     mine, labels, _ = trainer.generate(6, seed=7, batch_size=4)
     assert labels.tolist() == [0, 1, 2, 3, 0, 1]
     assert np.array_equal(np.load(out["npz"])["arr_0"], quantize(mine, kind="image"))
+
+
+def test_a_checkpoint_that_safe_loading_refuses_is_a_config_error(compose, tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"ema": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(run.ConfigError, match=r"evil\.pt.*weights_only"):
+        run.main(compose(SMALL + ["task=sample", f"checkpoint.path={tmp_path / 'evil.pt'}", f"run_dir={tmp_path / 's'}"]))
+    with pytest.raises(run.ConfigError, match="no checkpoint"):
+        run.main(compose(SMALL + ["task=sample", f"checkpoint.path={tmp_path / 'none.pt'}", f"run_dir={tmp_path / 's'}"]))

@@ -39,8 +39,9 @@ def test_keep_last_and_latest_pointer(tmp_path):
 def test_corrupt_or_missing_checkpoint_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x80\x02not a checkpoint")
-    with pytest.raises(RuntimeError, match="bad.pt"):
+    with pytest.raises(ckpt.CheckpointError, match="bad.pt") as info:
         ckpt.load_checkpoint(bad)
+    assert len(str(info.value).splitlines()) == 1 and "truncated, corrupt" in str(info.value)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         ckpt.load_checkpoint(tmp_path / "nothing_here")
 
@@ -52,8 +53,9 @@ def test_checkpoints_refuse_pickled_code(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"x": Evil()}, path)
-    with pytest.raises(RuntimeError, match="evil.pt"):
+    with pytest.raises(ckpt.CheckpointError, match="evil.pt") as info:
         ckpt.load_checkpoint(path)
+    assert len(str(info.value).splitlines()) == 1 and "weights_only" in str(info.value)
 
 
 def test_rng_state_round_trip():
