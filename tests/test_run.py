@@ -173,3 +173,15 @@ def test_experiment_configs_compose_with_the_paper_protocol(compose, name):
         assert cfg.sample.cfg_scale == 1.8 and cfg.sample.guidance_high == 0.7
     else:
         assert cfg.sample.cfg_scale == 1.0
+
+
+def test_cpu_presets_read_the_modality_recipe(compose):
+    image = compose([])
+    assert (image.modality.dataset.image_size, image.model.prediction, image.sample.cfg_scale) == (16, "x", 3.0)
+    assert (image.train.steps, image.train.batch_size, image.train.lr) == (1500, 64, 1e-3)
+    for modality in ("video", "audio"):  # no recipe block: the train=cpu / tiny / sample fallbacks
+        cfg = compose([f"modality={modality}"])
+        assert (cfg.train.steps, cfg.train.batch_size, cfg.model.prediction, cfg.sample.cfg_scale) == (1200, 32, "auto", 1.0)
+    paper = compose(["train=paper", "model=sit_xl2", "modality=image_latent"])
+    assert paper.train.lr == 1e-4 and paper.sample.cfg_scale == 1.0
+    assert compose(["train.steps=7", "sample.cfg_scale=1"]).train.steps == 7
