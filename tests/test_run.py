@@ -312,3 +312,15 @@ def test_a_checkpoint_that_safe_loading_refuses_is_a_config_error(compose, tmp_p
         run.main(compose(SMALL + ["task=sample", f"checkpoint.path={tmp_path / 'evil.pt'}", f"run_dir={tmp_path / 's'}"]))
     with pytest.raises(run.ConfigError, match="no checkpoint"):
         run.main(compose(SMALL + ["task=sample", f"checkpoint.path={tmp_path / 'none.pt'}", f"run_dir={tmp_path / 's'}"]))
+
+
+def test_cpu_presets_read_the_modality_recipe(compose):
+    image = compose([])
+    assert (image.modality.dataset.image_size, image.model.prediction, image.sample.cfg_scale) == (16, "x", 3.0)
+    assert (image.train.steps, image.train.batch_size, image.train.lr) == (1500, 64, 1e-3)
+    for modality in ("video", "audio"):  # no recipe block: the train=cpu / tiny / sample fallbacks
+        cfg = compose([f"modality={modality}"])
+        assert (cfg.train.steps, cfg.train.batch_size, cfg.model.prediction, cfg.sample.cfg_scale) == (1200, 32, "auto", 1.0)
+    paper = compose(["train=paper", "model=sit_xl2", "modality=image_latent"])
+    assert paper.train.lr == 1e-4 and paper.sample.cfg_scale == 1.0
+    assert compose(["train.steps=7", "sample.cfg_scale=1"]).train.steps == 7

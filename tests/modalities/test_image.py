@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -109,3 +111,20 @@ def test_grid_writer_and_uint8_quantisation(tmp_path):
     assert img.shape == (16, 16, 3)
     assert np.array_equal(img[:8, :8].transpose(2, 0, 1), to_uint8(x[0]).numpy())
     assert to_uint8(torch.tensor([-1.0, 0.0, 1.0])).tolist() == [0, 128, 255]
+
+
+def _foreground_fraction(ds) -> float:
+    """Mean fraction of pixels brighter than the background can be (backgrounds are < 96/255)."""
+    return float(np.mean([float(((x + 1) * 127.5).amax(0).gt(112).float().mean()) for x, _ in (ds[i] for i in range(len(ds)))]))
+
+
+def test_shape_radius_option_makes_larger_shapes_and_its_own_cache(tmp_path):
+    default = ShapesDataset(tmp_path, image_size=16, per_class=10, seed=3)
+    large = ShapesDataset(tmp_path, image_size=16, per_class=10, seed=3, radius=[0.3, 0.42])
+    assert default.root != large.root and default.root.name == "shapes16-n10-s3"
+    assert "radius" not in json.loads((default.root / "manifest.json").read_text())  # old caches stay valid
+    assert json.loads((large.root / "manifest.json").read_text())["radius"] == [0.3, 0.42]
+    # area grows with the radius squared: (0.36 / 0.26)^2 = 1.9 on average
+    assert _foreground_fraction(large) > 1.5 * _foreground_fraction(default)
+    with pytest.raises(ValueError, match="modality.dataset.radius"):
+        ShapesDataset(tmp_path, image_size=16, per_class=2, seed=3, radius=[0.3, 0.6])
