@@ -37,6 +37,8 @@ def main(cfg: DictConfig) -> dict:
     if cfg.task == "sample":
         check_sample(cfg)
     info = dist_utils.init_distributed(cfg.train.get("dist_backend", "auto"))
+    if not info.is_main:  # under torchrun the console belongs to rank 0; other ranks report only problems
+        logging.getLogger().setLevel(logging.WARNING)
     # ranks may have started at different seconds (hydra's dated output directory): rank 0's wins
     run_dir = Path(dist_utils.broadcast_object(str(requested_run_dir(cfg))))
     device = pick_device(cfg.train.get("device", "auto"), info.local_rank)
