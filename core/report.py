@@ -14,6 +14,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 LOSS_KEYS = ("loss", "loss_gen", "loss_rep", "loss_proj")
 
 
+def finish_plot(fig, ax, path: Path) -> Path:
+    """Grid, legend, tight layout; write ``path`` and free the figure (shared by every plot)."""
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_losses(metrics: list[dict], path: Path) -> Path | None:
     """Plot every loss component logged in ``metrics`` against the step."""
     series = {k: [(m["step"], m[k]) for m in metrics if k in m] for k in LOSS_KEYS}
@@ -27,12 +37,7 @@ def plot_losses(metrics: list[dict], path: Path) -> Path | None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return finish_plot(fig, ax, path)
 
 
 def eval_curves(metrics: list[dict]) -> dict[str, list[tuple[int, float]]]:

@@ -19,6 +19,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 
+from core.report import finish_plot  # noqa: E402
+
 from . import aggregate as agg  # noqa: E402
 
 # docs/method.md, "Paper results (as printed)". Scale: see PAPER_SCALE.
@@ -67,12 +69,7 @@ def plot_convergence(curves: dict, metric: str, path: Path) -> Path | None:
         ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
     ax.set_xlabel("training step")
     ax.set_ylabel(metric + (" (lower is better)" if agg.lower_is_better(metric) else " (higher is better)"))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return finish_plot(fig, ax, path)
 
 
 def _repa_caveat(runs: list[agg.Run], modality: str, metrics: list[str]) -> str | None:
