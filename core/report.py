@@ -100,13 +100,16 @@ def write_report(run_dir: Path, title: str, summary: dict, metrics: list[dict], 
             rel = os.path.relpath(path, run_dir)
             lines.append(f"![{kind}]({rel})" if str(path).endswith((".png", ".gif")) else f"- {kind}: [{rel}]({rel})")
     if evals is not None:
-        lines += ["", "## Evaluation", ""]
+        lines += ["", "## Evaluation", "", "Scored against each record's `reference` (a held-out split unless it says "
+                  "otherwise). Where a record gives the real data's own score, that is the value to aim for.", ""]
         if not evals:
             lines.append("No metric was computed.")
         for result in evals:
             value = result.get("value")
             shown = _fmt(value) if value is not None else f"unavailable: {result.get('reason', 'unknown')}"
-            protocol = {k: v for k, v in result.items() if k not in ("metric", "value", "reason")}
+            if value is not None and result.get("real_value") is not None:  # what a perfect generator scores
+                shown += f" (real data: {_fmt(result['real_value'])})"
+            protocol = {k: v for k, v in result.items() if k not in ("metric", "value", "reason", "real_value")}
             lines.append(f"- **{result.get('metric')}** = {shown}  \n  protocol: `{json.dumps(protocol, default=str)}`")
     if metrics_png:
         lines += ["", "### Metrics during training", "", "![metrics against the training step](metrics.png)"]

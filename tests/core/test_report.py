@@ -18,3 +18,10 @@ def test_report_embeds_the_metric_plot_only_for_periodic_evaluation(tmp_path):
                  [{"metric": "fid", "value": 30.0}])
     assert (tmp_path / "metrics.png").stat().st_size > 1000
     assert "![metrics against the training step](metrics.png)" in (tmp_path / "report.md").read_text()
+
+
+def test_report_shows_the_real_datas_score_beside_a_metric(tmp_path):
+    write_report(tmp_path, "t", {}, TRAIN, {}, [{"metric": "class_acc_shapesnet", "value": 0.93, "real_value": 0.99},
+                                                {"metric": "fid", "value": 12.5}])
+    text = (tmp_path / "report.md").read_text()
+    assert "**class_acc_shapesnet** = 0.93 (real data: 0.99)" in text and "**fid** = 12.5  " in text
