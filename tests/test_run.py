@@ -318,9 +318,11 @@ def test_cpu_presets_read_the_modality_recipe(compose):
     image = compose([])
     assert (image.modality.dataset.image_size, image.model.prediction, image.sample.cfg_scale) == (16, "x", 3.0)
     assert (image.train.steps, image.train.batch_size, image.train.lr) == (1500, 64, 1e-3)
-    for modality in ("video", "audio"):  # no recipe block: the train=cpu / tiny / sample fallbacks
-        cfg = compose([f"modality={modality}"])
-        assert (cfg.train.steps, cfg.train.batch_size, cfg.model.prediction, cfg.sample.cfg_scale) == (1200, 32, "auto", 1.0)
+    audio = compose(["modality=audio"])
+    assert (audio.train.steps, audio.model.prediction, audio.sample.cfg_scale, list(audio.modality.tokenizer.patch)) == (
+        1000, "x", 3.0, [8, 16])
+    video = compose(["modality=video"])  # no recipe block: the train=cpu / tiny / sample fallbacks
+    assert (video.train.steps, video.train.batch_size, video.model.prediction, video.sample.cfg_scale) == (1200, 32, "auto", 1.0)
     paper = compose(["train=paper", "model=sit_xl2", "modality=image_latent"])
     assert paper.train.lr == 1e-4 and paper.sample.cfg_scale == 1.0
     assert compose(["train.steps=7", "sample.cfg_scale=1"]).train.steps == 7
