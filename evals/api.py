@@ -86,6 +86,8 @@ def evaluate(modality: str, fake, real, metrics, protocol: dict | None = None, c
     mismatch with the metric's network is an error rather than a meaningless number.
     """
     metrics = _check(modality, metrics)
+    if not metrics:  # an explicit empty list (eval.metrics=[]): no network work at all
+        return []
     protocol = dict(protocol or {})
     if sample_rate is None:
         sample_rate = protocol.get("sample_rate")

@@ -107,3 +107,10 @@ def test_save_stats_without_the_network_says_why(tmp_path, capsys, monkeypatch):
     rc, out, err = _run(capsys, "fvd", "--real", tmp_path / "real", "--save-stats", tmp_path / "s.npz",
                         "--metrics", "fvd", "--i3d", tmp_path / "i3d_torchscript.pt")
     assert rc == 3 and out == "" and "i3d_torchscript.pt" in err and not (tmp_path / "s.npz").exists()
+
+
+def test_an_empty_metric_list_does_no_work():
+    from evals.api import evaluate
+
+    # no reference at all: any feature extraction would have to fail
+    assert evaluate("image", fake=torch.zeros(2, 3, 8, 8), real="/nonexistent", metrics=[]) == []
