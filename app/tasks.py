@@ -52,6 +52,7 @@ def main(cfg: DictConfig) -> dict:
 
 def train(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -> dict:
     """``task=train``: train, sample with the EMA model, evaluate, and write the report."""
+    commit = git_commit()  # the code this run starts with (HEAD may move while it trains)
     torch.manual_seed(int(cfg.seed))
     try:
         parts = build(cfg)
@@ -94,7 +95,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -
         "steps": summary["steps"], "batch size": train_cfg.batch_size,
         "wall time (this run)": f"{summary['wall_s']:.1f} s", "samples/s": summary["samples_per_s"],
         "sampler": f"{sampler_cfg.method}, {sampler_cfg.num_steps} steps, cfg {sampler_cfg.cfg_scale}",
-        "dataset": f"{len(parts['dataset'])} items, {len(skipped)} skipped", "commit": git_commit(),
+        "dataset": f"{len(parts['dataset'])} items, {len(skipped)} skipped", "commit": commit,
     }
     if encoder is not None:
         report_summary["REPA encoder"] = getattr(encoder, "name", type(encoder).__name__)
