@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from hydra.errors import InstantiationException
+
 # What hydra and ``write_config`` put into a run directory before the run does anything; a
 # directory holding nothing else was made by a run that failed to start.
 BOOKKEEPING = {".hydra", "config.yaml"}
@@ -17,7 +19,7 @@ def config_error_message(exc: BaseException) -> str:
     the call; the original error (its ``__cause__``) names the value and the fix, and hydra's
     ``full_key`` names the config node.
     """
-    cause = exc.__cause__ or exc.__context__ if type(exc).__name__ == "InstantiationException" else None
+    cause = (exc.__cause__ or exc.__context__) if isinstance(exc, InstantiationException) else None
     text = str(cause if cause is not None else exc).strip()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     message = lines[0] if lines else type(exc).__name__

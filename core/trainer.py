@@ -455,7 +455,7 @@ class Trainer:
         assets = self.writer.write(samples, labels, self.run_dir / "samples", stem)
         self.sample_assets = assets
         self.live.log_samples(self.step, samples, getattr(self.writer, "media", "none"),
-                              sample_rate=getattr(self.writer, "sample_rate", None), fps=getattr(self.writer, "fps", None))
+                              sample_rate=getattr(self.writer, "sample_rate", None))
         return assets
 
 
