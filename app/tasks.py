@@ -19,6 +19,7 @@ from core.trainer import Trainer, TrainConfig, pick_device, read_metrics
 from .build import build
 from .config import ConfigError, fingerprint, requested_run_dir, sampler_config, validate, write_config
 from .evaluation import EvalHook
+from .joint import is_joint, prepare_sample, train_joint, validate_joint
 from .sample import check as check_sample
 from .sample import sample_task
 from .tokenizer import train_tokenizer
@@ -31,7 +32,7 @@ def main(cfg: DictConfig) -> dict:
 
     Under ``torchrun`` every rank runs this; rank 0 alone writes files and evaluates.
     """
-    validate(cfg)
+    validate_joint(cfg) if is_joint(cfg) else validate(cfg)  # modality=joint: every member (app/joint.py)
     if cfg.task == "train_tokenizer":
         return train_tokenizer(cfg, requested_run_dir(cfg))
     if cfg.task == "sample":
@@ -44,7 +45,11 @@ def main(cfg: DictConfig) -> dict:
     device = pick_device(cfg.train.get("device", "auto"), info.local_rank)
     try:
         if cfg.task == "sample":
+            if is_joint(cfg):  # one member, exported from the joint checkpoint next to its samples
+                cfg = prepare_sample(cfg, run_dir, info.is_main)
             return sample_task(cfg, run_dir, device, info.is_main)
+        if is_joint(cfg):
+            return train_joint(cfg, run_dir, device, info.is_main)
         return train(cfg, run_dir, device, info.is_main)
     except (CheckpointError, FileNotFoundError) as exc:  # checkpoint.path / train.resume: unreadable or absent
         raise ConfigError(str(exc)) from None

@@ -112,8 +112,8 @@ class TrainModule(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, x0, y, coords, teacher=None, raw=None):
-        out = self.objective(self.model, x0, y, coords, teacher=teacher, raw=raw)
+    def forward(self, x0, y, coords, teacher=None, raw=None, **kwargs):  # kwargs: e.g. a joint run's modality
+        out = self.objective(self.model, x0, y, coords, teacher=teacher, raw=raw, **kwargs)
         return out.loss, out.logs
 
 
@@ -174,8 +174,10 @@ class Trainer:
             dist_utils.shard_fsdp2(self.ema.model, self.ema.model.blocks)
         self.params = [p for p in self.train_module.parameters() if p.requires_grad]  # after sharding: DTensors
         if self.dist.enabled and not self.fsdp:  # DDP broadcasts rank 0's parameters
+            # A joint model (core/multimodal.py) leaves the other members' projections unused on a step.
             self.train_module = torch.nn.parallel.DistributedDataParallel(
-                self.train_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.train_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(getattr(self.model, "has_unused_parameters", False)))
         self.optimizer = torch.optim.AdamW(
             self.params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay,
             eps=self.cfg.adam_eps, fused=self.device.type == "cuda",
@@ -280,14 +282,18 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
-    def train_step(self, raw: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor] | None:
-        """One optimisation step. Returns the detached logs, or None if the loss was not finite."""
+    def compute_loss(self, raw, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The training forward of one batch: ``(loss, detached logs)`` (core.joint overrides it)."""
         raw, y = raw.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         with torch.no_grad():
             x0 = self.tokenizer.encode(raw)
         teacher = self.ema.model if self.objective.needs_teacher else None
         with self._autocast():
-            loss, logs = self.train_module(x0, y, self.coords, teacher=teacher, raw=raw)
+            return self.train_module(x0, y, self.coords, teacher=teacher, raw=raw)
+
+    def train_step(self, raw: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """One optimisation step. Returns the detached logs, or None if the loss was not finite."""
+        loss, logs = self.compute_loss(raw, y)
         finite = torch.isfinite(loss.detach()).float()
         if self.dist.enabled:  # every rank must take the same skip decision, or DDP deadlocks
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
@@ -330,6 +336,7 @@ class Trainer:
             atexit.register(self.live.close)
         previous = signal.signal(signal.SIGTERM, self._on_signal) if _main_thread() else None
         sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)  # per key: a joint run logs a member's losses on its steps only
         count, t_log, t_start, steps_done = 0, time.perf_counter(), time.perf_counter(), 0
         hook_s = eval_total = 0.0  # time in sampling/eval hooks: not training time
         self.model.train()
@@ -347,10 +354,11 @@ class Trainer:
                 if logs is not None:
                     for k, v in logs.items():
                         sums[k] += float(v)
+                        counts[k] += 1
                     count += 1
                 if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
                     now = time.perf_counter()
-                    record = dist_utils.all_reduce_mean({k: v / max(count, 1) for k, v in sums.items()}, self.device)
+                    record = dist_utils.all_reduce_mean({k: v / counts[k] for k, v in sums.items()}, self.device)
                     elapsed = max(now - t_log - hook_s, 1e-9)  # training time only: evals excluded
                     n_steps = self.cfg.log_every if self.step % self.cfg.log_every == 0 else self.step % self.cfg.log_every
                     record.update(step=self.step, lr=self.scheduler.get_last_lr()[0], world_size=self.dist.world_size,
@@ -362,6 +370,7 @@ class Trainer:
                     self.log_metrics(record)
                     bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
                     sums.clear()
+                    counts.clear()
                     count, t_log, hook_s = 0, now, 0.0
                 if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0:
                     self.save()
@@ -418,16 +427,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ sampling
 
+    def sampling_parts(self, modality: str | None = None):
+        """``(EMA model, coordinates, decode)`` to sample with; a joint trainer picks the member."""
+        if modality is not None:
+            raise ValueError(f"modality={modality!r}: this run trains a single modality")
+        return self.ema.model, self.coords, self.tokenizer.decode
+
     @torch.no_grad()
     def generate(self, num_samples: int, seed: int, sampler_cfg: SamplerConfig | None = None,
-                 batch_size: int | None = None, labels: torch.Tensor | None = None):
+                 batch_size: int | None = None, labels: torch.Tensor | None = None, modality: str | None = None):
         """Sample with the EMA model; returns ``(decoded samples, labels, nfe per batch)`` on every rank.
 
         Batch i is seeded by ``(seed, i)`` and generated by rank ``i % world_size``; the shards are
         gathered in batch order, so any number of processes returns exactly the 1-process samples.
         """
         cfg = sampler_cfg or self.sampler_cfg
-        model = self.ema.model
+        model, coords, decode = self.sampling_parts(modality)
         if labels is None:  # balanced classes, in order, so grids read row by row
             labels = class_labels(num_samples, model.num_classes, "balanced")
         batch_size = batch_size or max(self.cfg.batch_size, 1)
@@ -439,8 +454,8 @@ class Trainer:
                 continue
             y = labels[start:start + batch_size]
             with self._autocast():
-                x, nfe = generate_tokens(model, self.coords, y, cfg, seed, i)
-            mine[i] = self.tokenizer.decode(x.float()).cpu()
+                x, nfe = generate_tokens(model, coords, y, cfg, seed, i)
+            mine[i] = decode(x.float()).cpu()
         parts = [mine] if self.fsdp else dist_utils.gather_objects(mine)
         shards = {i: out for part in parts for i, out in part.items()}
         nfe = nfe if self.fsdp else max(dist_utils.gather_objects(nfe))
