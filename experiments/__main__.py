@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", help="comma list of the budget's variant names (default: all)")
     p.add_argument("--out", help="suite directory (default: runs/benchmark/<budget>-<date>); rerun to resume")
     p.add_argument("--report", metavar="DIR", help="only aggregate the finished runs below DIR and write its report")
+    p.add_argument("--target", help="variant the others are compared with (default: the budget's `target`, "
+                                    "else selfflow)")
     p.add_argument("--print-commands", action="store_true",
                    help="print one `python run.py ...` line per cell (for torchrun / Slurm) and exit")
     p.add_argument("overrides", nargs="*", help="extra hydra overrides for every cell, e.g. train.steps=20")
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
     from .runner import commands, load_budget, run_suite
 
     if a.report:
-        print(write_report(Path(a.report)))
+        print(write_report(Path(a.report), target=a.target or "selfflow"))
         return 0
     budget = load_budget(a.budget)
     out = Path(a.out or f"runs/benchmark/{budget.name}-{_dt.datetime.now():%Y-%m-%d_%H-%M-%S}")
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
         print("\n".join(commands(budget, out, **kw)))
         return 0
     records = run_suite(budget, out, **kw)
-    report = write_report(out, target=str(budget.get("target", "selfflow")), title=f"Benchmark `{budget.name}`")
+    report = write_report(out, target=a.target or str(budget.get("target", "selfflow")), title=f"Benchmark `{budget.name}`")
     print(report)
     return 1 if any(r.get("status") == "failed" for r in records) else 0
 

@@ -129,6 +129,23 @@ def load_run(run_dir: Path) -> Run | None:
     run_dir = Path(run_dir)
     if not (run_dir / "eval.json").exists():
         return None
+    evals = json.loads((run_dir / "eval.json").read_text())
+    return _load_run(run_dir, evals, None) if isinstance(evals, list) else None
+
+
+def load_joint_runs(run_dir: Path) -> list[Run]:
+    """A finished joint run (``modality=joint``: eval.json keyed by member) as one Run per member:
+    modality = the member, variant = ``joint-<variant>``, its curves from the ``<member>/`` logs."""
+    run_dir = Path(run_dir)
+    path = run_dir / "eval.json"
+    evals = json.loads(path.read_text()) if path.exists() else None
+    if not isinstance(evals, dict):
+        return []
+    runs = [_load_run(run_dir, records, member) for member, records in evals.items()]
+    return [r for r in runs if r is not None]
+
+
+def _load_run(run_dir: Path, records: list[dict], member: str | None) -> Run | None:
     cell_path = run_dir / "suite_cell.json"
     cell = json.loads(cell_path.read_text()) if cell_path.exists() else {}
     ident = _config_identity(run_dir)
@@ -137,20 +154,23 @@ def load_run(run_dir: Path) -> Run | None:
     seed = cell.get("seed", ident[2] if ident else None)
     if modality is None or variant is None or seed is None:
         return None
+    if member is not None:
+        modality, variant = member, f"joint-{variant}"
     run = Run(modality=modality, variant=variant, seed=int(seed), run_dir=run_dir)
-    for rec in json.loads((run_dir / "eval.json").read_text()):
+    for rec in records:
         if isinstance(rec.get("value"), (int, float)) and math.isfinite(rec["value"]):
             run.final[rec["metric"]] = float(rec["value"])
             run.protocol[rec["metric"]] = rec
     metrics = _read_jsonl(run_dir / "metrics.jsonl")
     eval_steps = set()
+    prefix = f"{member}/" if member is not None else ""
     for m in metrics:
         if "loss" in m or "step" not in m:
             continue
         eval_steps.add(int(m["step"]))
         for k, v in m.items():
-            if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                run.curve.setdefault(k, []).append((int(m["step"]), float(v)))
+            if k != "step" and k.startswith(prefix) and isinstance(v, (int, float)) and math.isfinite(v):
+                run.curve.setdefault(k[len(prefix):], []).append((int(m["step"]), float(v)))
     run.cost["train_samples_per_s"] = train_throughput(metrics, eval_steps)
     peaks = [m["peak_mem_mb"] for m in metrics if "peak_mem_mb" in m]
     if peaks:
@@ -163,7 +183,9 @@ def load_run(run_dir: Path) -> Run | None:
 
 def load_runs(root: Path) -> list[Run]:
     """Every finished run below ``root`` (suite layout or hydra multirun layout)."""
-    runs = [load_run(p.parent) for p in sorted(Path(root).rglob("eval.json"))]
+    runs = []
+    for p in sorted(Path(root).rglob("eval.json")):
+        runs += load_joint_runs(p.parent) or [load_run(p.parent)]
     return [r for r in runs if r is not None]
 
 

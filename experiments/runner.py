@@ -90,10 +90,13 @@ def cells(budget: DictConfig, modalities=None, seeds=None, variants=None, extra=
         raise ValueError(f"--variants {unknown}: not in budget {budget.name} (has {list(budget.variants)})")
     per_mod = budget.get("modality_overrides") or {}
     per_cell = budget.get("cell_overrides") or {}
+    exclude = set(budget.get("exclude") or [])  # "modality/variant" pairs that are not run (joint.yaml)
     out = []
     for m in mods:
         for s in (seeds if seeds is not None else budget.seeds):
             for v in names:
+                if f"{m}/{v}" in exclude:
+                    continue
                 ov = merge_overrides([f"modality={m}"], budget.common, per_mod.get(m, []), budget.variants[v],
                                      per_cell.get(f"{m}/{v}", []), extra or [], [f"seed={int(s)}"])
                 out.append(Cell(m, v, int(s), ov))

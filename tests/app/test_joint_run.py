@@ -150,6 +150,11 @@ def test_two_gloo_processes_match_one_process(compose, tmp_path, free_port):
     one, two = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
     _same_state(one, two, exact=False)
     assert one["data_position"] == two["data_position"]
+    # AdamW skipped each member's projections on the other members' steps in both runs (DDP left their
+    # gradients None, as one process does): per-parameter step counts are the members' step counts
+    counts = ModalitySchedule(WEIGHTS, seed=0).counts_before(6)
+    for state in (one, two):
+        assert {int(v["step"]) for v in state["optimizer"]["state"].values()} == {6, *(c for c in counts.values() if c)}
     metrics = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 7)) and all(m["world_size"] == 2 for m in metrics)
 
