@@ -257,6 +257,20 @@ def export_member_checkpoint(path, name: str, out: Path) -> Path:
     return out
 
 
+def joint_checkpoint_hint(path, modality: str) -> str | None:
+    """The fix, when a single-modality sampler was pointed at a joint checkpoint (else None)."""
+    try:
+        state = torch.load(resolve_checkpoint(path), map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not is_joint_state(state):
+        return None
+    members = list(state["model_config"]["members"])
+    return (f"checkpoint.path={path} is a joint checkpoint (members {members}); sample one member with "
+            f"modality=joint sample.modality={modality if modality in members else members[0]}, or export it first: "
+            f"python -m app.joint export {path} --modality <member> --out <file.pt>")
+
+
 def prepare_sample(cfg: DictConfig, run_dir: Path, is_main: bool) -> DictConfig:
     """``task=sample`` with ``modality=joint``: the member ``sample.modality`` exported from
     ``checkpoint.path`` next to the samples, and the member's config to sample it with."""

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from core import distributed as dist_utils
 from core.io_utils import git_commit
 
-from .config import require, sampler_config, write_config
+from .config import ConfigError, require, sampler_config, write_config
 
 log = logging.getLogger("run")
 
@@ -26,6 +26,10 @@ def check(cfg: DictConfig) -> None:
             "checkpoint.path is missing: task=sample needs checkpoint.path=<.pt file or run dir> and "
             "checkpoint.layout=selfflow|repa|sit|ours (or +experiment=selfflow_imagenet256|repa_sit_xl2|sit_xl2)")
     require(s.get("autocast") in (None, "bf16", "fp16"), f"sample.autocast={s.get('autocast')!r}: must be null, bf16 or fp16")
+    member = s.get("modality")
+    require(member is None or member == cfg.modality.name or "members" in cfg.modality,
+            f"sample.modality={member}: picks a member of a joint checkpoint; use it with modality=joint "
+            f"(this config is modality={cfg.modality.name})")
 
 
 def sample_task(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -> dict:
@@ -36,10 +40,18 @@ def sample_task(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
     out_dir = Path(dist_utils.broadcast_object(str(s.get("out_dir") or run_dir)))
     if is_main:
         write_config(cfg, out_dir)
-    model, conv = load_pretrained(ck.path, ck.get("layout", "ours"), prefer=ck.get("prefer", "ema"),
-                                  strict=bool(ck.get("strict", True)), patch_size=int(cfg.model.patch_size),
-                                  pos_axes=list(cfg.modality.pos_axes), num_heads=int(cfg.model.num_heads),
-                                  prediction=cfg.model.get("prediction", "auto"))  # our checkpoints' stored values win
+    try:
+        model, conv = load_pretrained(ck.path, ck.get("layout", "ours"), prefer=ck.get("prefer", "ema"),
+                                      strict=bool(ck.get("strict", True)), patch_size=int(cfg.model.patch_size),
+                                      pos_axes=list(cfg.modality.pos_axes), num_heads=int(cfg.model.num_heads),
+                                      prediction=cfg.model.get("prediction", "auto"))  # our checkpoints' stored values win
+    except ValueError:
+        from .joint import joint_checkpoint_hint  # noqa: PLC0415 -- only on this error path
+
+        hint = joint_checkpoint_hint(ck.path, cfg.modality.name)
+        if hint:
+            raise ConfigError(hint) from None
+        raise
     tokenizer = instantiate(cfg.modality.tokenizer)
     if conv.tokenizer_state is not None:  # our checkpoints carry fitted tokenizer buffers
         tokenizer.load_state_dict(conv.tokenizer_state)

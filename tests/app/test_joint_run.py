@@ -139,11 +139,12 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(compose, tmp_path, free_port):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_gloo_processes_match_one_process(compose, tmp_path, free_port, sharding):
     args = SMALL + ["method=selfflow", "train.steps=6", "train.batch_size=8"]
     run.main(compose(args + [f"run_dir={tmp_path / 'one'}"]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}",
-           "run.py", *args, f"run_dir={tmp_path / 'two'}"]
+           "run.py", *args, f"run_dir={tmp_path / 'two'}", f"train.fsdp={sharding == 'fsdp'}"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -228,6 +229,18 @@ def test_an_exported_member_loads_into_the_single_modality_sampler(compose, tmp_
     out = run.main(compose(["model=micro", "eval=none", "task=sample", f"checkpoint.path={path}", "sample.num_samples=2",
                             "sample.num_steps=2", "modality.dataset.per_class=16", f"run_dir={tmp_path / 's'}"]))
     assert np.load(out["npz"])["arr_0"].shape == (2, 16, 16, 3)
+
+
+@pytest.mark.slow
+def test_a_single_modality_sampler_pointed_at_a_joint_checkpoint_says_how(compose, tmp_path, joint_run):
+    args = ["model=micro", "task=sample", f"checkpoint.path={joint_run}", f"run_dir={tmp_path}"]
+    with pytest.raises(run.ConfigError, match="is a joint checkpoint.*modality=joint sample.modality=image"):
+        run.main(compose(args))
+
+
+def test_sample_modality_needs_a_joint_config(compose, tmp_path):
+    with pytest.raises(run.ConfigError, match="sample.modality=video: picks a member"):
+        run.main(compose(["task=sample", f"checkpoint.path={tmp_path}", "sample.modality=video", f"run_dir={tmp_path}"]))
 
 
 def test_sample_task_of_a_joint_config_names_the_member_key(compose, tmp_path):
