@@ -7,5 +7,6 @@ point; ``experiments`` (the benchmark suite) calls :func:`app.tasks.main` once p
 Modules: ``config`` (validation, typed sub-configs, run directory, fingerprint), ``build``
 (objects from config), ``evaluation`` (the trainer's eval hook), ``tasks`` (dispatch + the train
 task), ``sample`` (task=sample), ``tokenizer`` (task=train_tokenizer), ``repa_encoders``
-(REPA's pretrained token encoders built from the evaluators' networks).
+(REPA's pretrained token encoders built from the evaluators' networks), ``joint`` (``modality=joint``:
+one trunk trained on several modalities, docs/joint_training.md).
 """
