@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -89,6 +90,10 @@ def member_config(cfg: DictConfig, name: str) -> DictConfig:
     return out
 
 
+# `modality.x` (and p(t)'s own `time.x`) at the start of a message or after a space or parenthesis
+_MEMBER_KEY = re.compile(r"(?<![\w.])(?:modality\.(?!members\.)|(?=time\.))")
+
+
 def validate_joint(cfg: DictConfig) -> None:
     """:func:`app.config.validate` for a joint config: the weights, then every active member."""
     sampling_weights(cfg)
@@ -96,8 +101,8 @@ def validate_joint(cfg: DictConfig) -> None:
     for name in active_members(cfg):
         try:
             validate(member_config(cfg, name))
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} (member {name}: set it as modality.members.{name}.<key>)") from None
+        except ConfigError as exc:  # a member's key is named where it lives in the joint config
+            raise ConfigError(_MEMBER_KEY.sub(f"modality.members.{name}.", str(exc))) from None
 
 
 def joint_fingerprint(cfg: DictConfig) -> dict:

@@ -255,7 +255,9 @@ def test_sample_task_of_a_joint_config_names_the_member_key(compose, tmp_path):
     (["modality.weights.video=lots"], r"modality\.weights\.video='lots': must be a number"),
     (["modality.loss_weights.audio=-1"], r"modality\.loss_weights\.audio=-1: must be >= 0"),
     (["~modality.weights.audio"], r"modality\.weights has no value for member\(s\) \['audio'\]"),
-    (["modality.members.audio.mask_ratio=0.7"], r"modality\.mask_ratio=0\.7.*member audio"),
+    (["modality.members.audio.mask_ratio=0.7"], r"^modality\.members\.audio\.mask_ratio=0\.7: must be in"),
+    (["modality.members.video.time.dist=cosine"], r"^modality\.members\.video\.time\.dist='cosine'"),
+    (["train.precision=fp8"], r"^train\.precision='fp8': must be one of"),  # a run-wide key stays as it is
 ])
 def test_bad_weights_fail_with_one_message_naming_the_key(compose, tmp_path, overrides, message):
     with pytest.raises(run.ConfigError, match=message):
