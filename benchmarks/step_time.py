@@ -580,7 +580,8 @@ def main(argv=None) -> int:
 
     ratios, targets = {}, {}
     print()
-    print("# targets (issue 15): a timing target is MET only when both the median and the min ratio are within it")
+    print("# targets (issue 15): a timing target is MET only when both the median and the min wall-time ratio are "
+          "within it; the CPU-time ratio is shown beside it (steadier than wall time on a loaded machine)")
     for key, (a, b, bound, text) in TARGETS.items():
         rr = ratio(results, a, b)
         if rr is None:
@@ -590,8 +591,10 @@ def main(argv=None) -> int:
         met = rr["median"] <= bound and rr["min"] <= bound
         targets[key] = {"bound": bound, "ratio_median": rr["median"], "ratio_min": rr["min"],
                         "met_median": rr["median"] <= bound, "met_min": rr["min"] <= bound, "met": met, "text": text}
+        targets[key]["met_cpu"] = rr["cpu_median"] <= bound
         print(f"TARGET {key:<24} {'MET' if met else 'MISSED':<6} {a}/{b}: median {rr['median']:.3f}, min {rr['min']:.3f} "
-              f"(<= {bound:.2f}), cpu {rr['cpu_median']:.3f}: {text}")
+              f"(<= {bound:.2f}); process CPU time {rr['cpu_median']:.3f} "
+              f"({'within' if rr['cpu_median'] <= bound else 'over'} the bound): {text}")
     for key, (a, b, bound, text) in MEMORY_TARGETS.items():
         ma, mb = (results.get(n, {}).get("memory") or {} for n in (a, b))
         if not (ma.get("step_peak_mb") and mb.get("step_peak_mb")):

@@ -452,6 +452,11 @@ class Trainer:
     def _stop_requested(self) -> bool:
         """A SIGTERM seen by any rank stops all of them at the same step."""
         flag = self._stop_signal is not None
+        # The all-reduce + .item() is a host sync: without host syncs per step (deferred mode) the
+        # ranks agree at log steps only, so a SIGTERM stops the run up to log_every steps later.
+        at_log_step = self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps
+        if self.dist.enabled and self.deferred_finite and not at_log_step:
+            return False  # never stop one rank alone: it would leave the others waiting in a collective
         if self.dist.enabled:
             t = torch.tensor([float(flag)], device=self.device)
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
