@@ -187,7 +187,8 @@ class Trainer:
             self.params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay,
             eps=self.cfg.adam_eps, fused=self.device.type == "cuda" or self.deferred_finite,
         )
-        self._nonfinite = torch.zeros(3, device=self.device)  # deferred counters: total, in a row, max in a row
+        # deferred mode's device counters: skipped since the last sync, in a row, max in a row since then
+        self._nonfinite = torch.zeros(3, device=self.device)
         warm = self.cfg.lr_warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0
@@ -234,6 +235,7 @@ class Trainer:
         dist_utils.load_train_state(self.train_module, self.ema, self.objective, self.optimizer, state)
 
     def state_dict(self) -> dict:
+        self.sync_nonfinite(check=False)  # deferred mode: the saved count includes the latest skips
         model, ema, objective, optimizer = self._weights_state()
         return {
             "model": model,
@@ -273,6 +275,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.nonfinite_total = int(state["nonfinite_total"])
+        self._nonfinite = torch.zeros(3, device=self.device)
         restore_rng_state(state["rng"])
         self._truncate_metrics(self.step)
         log.info("resumed from %s at step %d", path, self.step)
@@ -361,16 +364,20 @@ class Trainer:
         self._nonfinite = torch.stack([c[0] + bad, in_row, torch.maximum(c[2], in_row)])
         return {"loss": loss.detach(), "grad_norm": grad_norm.detach(), **logs, "finite": finite}
 
-    def sync_nonfinite(self) -> None:
-        """Deferred mode: read the device counters (one host sync), warn, and abort past max_nonfinite."""
+    def sync_nonfinite(self, check: bool = True) -> None:
+        """Deferred mode: fold the device counters into the host ones (one host sync), warn, and
+        (``check``) abort past ``train.max_nonfinite``. Called at log steps and before a save."""
         if not self.deferred_finite:
             return
-        total, in_row, max_in_row = (int(v) for v in self._nonfinite.tolist())
-        if total > self.nonfinite_total:
-            log.warning("%d non-finite losses skipped up to step %d", total - self.nonfinite_total, self.step)
-        self.nonfinite_total, self.nonfinite_in_row = total, in_row
-        self._check_nonfinite_in_row(max_in_row)
-        self._nonfinite[2] = 0.0
+        skipped, in_row, max_in_row = (int(v) for v in self._nonfinite.tolist())
+        if skipped:
+            log.warning("%d non-finite losses skipped since the last log (up to step %d)", skipped, self.step)
+        self.nonfinite_total += skipped
+        self.nonfinite_in_row = in_row
+        self._nonfinite = torch.stack([torch.zeros_like(self._nonfinite[0]), self._nonfinite[1],
+                                       torch.zeros_like(self._nonfinite[2])])
+        if check:
+            self._check_nonfinite_in_row(max_in_row)
 
     def _on_signal(self, signum, frame):
         self._stop_signal = signum

@@ -111,3 +111,18 @@ def test_deferred_training_matches_fused_per_step_training(tmp_path):
         trainer.fit()
         results.append(_state(trainer)[:2])
     assert _same(results[0], results[1])
+
+
+def test_deferred_skips_are_in_the_checkpoint_and_survive_resume(tmp_path):
+    trainer = _trainer(tmp_path, _NaNAt(nan_calls={2}))
+    raw, y = torch.stack([_Data()[i][0] for i in range(4)]), torch.tensor([0, 1, 0, 1])
+    for _ in range(3):
+        trainer.train_step(raw, y)
+    assert trainer.nonfinite_total == 0  # not read yet: no host sync in the steps
+    assert trainer.state_dict()["nonfinite_total"] == 1  # a save reads the device counters first
+    trainer.cfg.steps = 3
+    trainer.step = 3
+    trainer.save()
+    resumed = _trainer(tmp_path, _NaNAt(), steps=4, log_every=100, resume=str(tmp_path))
+    resumed.fit()
+    assert resumed.nonfinite_total == 1 and resumed.step == 4
