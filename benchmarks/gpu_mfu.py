@@ -30,6 +30,7 @@ sheet) unless ``--peak-tflops`` says otherwise.
 Usage::
 
     python benchmarks/gpu_mfu.py                    # on a GPU: fm + selfflow, eager + compiled
+    python benchmarks/gpu_mfu.py --modes cudagraphs # torch.compile mode reduce-overhead (CUDA graphs)
     python benchmarks/gpu_mfu.py --quick --modes eager   # CPU smoke (seconds)
 """
 
@@ -110,7 +111,8 @@ def run_row(method: str, mode: str, args, device: torch.device) -> dict:
     p_t = TimeDistribution()
     objective = (FlowMatchingObjective(p_t) if method == "fm"
                  else SelfFlowObjective(p_t, hidden_size=hidden, depth=depth))
-    cfg = TrainConfig(steps=10**6, batch_size=args.batch, precision=args.precision, compile=mode == "compiled",
+    cfg = TrainConfig(steps=10**6, batch_size=args.batch, precision=args.precision, compile=mode != "eager",
+                      compile_mode="reduce-overhead" if mode == "cudagraphs" else "default",
                       progress=False, ckpt_every=0, device=device.type, finite_check="deferred")
     data = SyntheticImages((4, args.image_size, args.image_size), num_classes=1000, length=max(64, args.batch),
                            normal=True)
@@ -155,7 +157,8 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=None, help="latent side (default 32; quick 8)")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default=None, help="default bf16 (fp32 on CPU)")
     parser.add_argument("--methods", default="fm,selfflow")
-    parser.add_argument("--modes", default="eager,compiled", help="comma list out of eager,compiled")
+    parser.add_argument("--modes", default="eager,compiled",
+                        help="comma list out of eager, compiled, cudagraphs (compile mode reduce-overhead)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak for the MFU (default: by GPU name)")
     parser.add_argument("--target", type=float, default=0.40, help="MFU target printed as MET / MISSED")

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
 FINITE_CHECKS = ("auto", "step", "deferred")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -64,6 +65,7 @@ class TrainConfig:
     max_nonfinite: int = 20
     precision: str = "fp32"
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode; reduce-overhead adds CUDA graphs (static shapes)
     finite_check: str = "auto"  # step | deferred | auto (= deferred on CUDA): see Trainer.train_step
     tf32: bool = True
     device: str = "auto"
@@ -99,6 +101,7 @@ class TrainConfig:
             (0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)"),
             (self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}"),
             (self.finite_check in FINITE_CHECKS, "train.finite_check", f"must be one of {FINITE_CHECKS}"),
+            (self.compile_mode in COMPILE_MODES, "train.compile_mode", f"must be one of {COMPILE_MODES}"),
             (self.log_every >= 1, "train.log_every", "must be >= 1"),
             (self.max_nonfinite >= 1, "train.max_nonfinite", "must be >= 1"),
         ]
@@ -198,7 +201,7 @@ class Trainer:
             # teacher's truncated forward, heads and losses; backward through AOTAutograd. The
             # optimiser (fused AdamW) and the EMA update (a foreach lerp) are multi-tensor kernels
             # already. The modules are untouched, so state dicts and checkpoints are unaffected.
-            self._loss_fn = torch.compile(self.train_module)
+            self._loss_fn = torch.compile(self.train_module, mode=self.cfg.compile_mode)
         else:
             self._loss_fn = self.train_module
         self._ema_update = self.ema.update

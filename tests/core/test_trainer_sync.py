@@ -62,6 +62,8 @@ def test_auto_is_deferred_only_on_cuda(tmp_path):
     assert _trainer(tmp_path, _NaNAt()).deferred_finite
     with pytest.raises(ValueError, match="train.finite_check"):
         TrainConfig.from_dict({"finite_check": "never"})
+    with pytest.raises(ValueError, match="train.compile_mode"):
+        TrainConfig.from_dict({"compile_mode": "fast"})
 
 
 def test_deferred_nonfinite_step_changes_no_weight_no_optimizer_state_and_no_ema(tmp_path):
