@@ -35,11 +35,11 @@ def test_level_modulate_equals_per_token_modulate_forward_and_gradients(dtype, t
     rx, rs, rc = ref_leaves
     naive = modulate(rx, _per_token(rs, group), _per_token(rc, group))
     assert torch.equal(fast, naive)  # same expression on the same selected values: bit-identical
-    w = torch.randn_like(fast)
+    w = torch.randn(fast.shape, generator=torch.Generator().manual_seed(5), dtype=dtype)
     (fast * w).sum().backward()
     (naive * w).sum().backward()
-    for a, b in zip(leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=tol)
+    for a, b in zip(leaves, ref_leaves):  # row gradients: the same sums in another order
+        torch.testing.assert_close(a.grad, b.grad, rtol=tol, atol=tol)
     assert torch.equal(leaves[0].grad, ref_leaves[0].grad)  # grad of x: the same product
 
 
@@ -52,11 +52,11 @@ def test_level_gate_equals_per_token_gated_residual(dtype, tol):
     ref = [t.clone().requires_grad_() for t in (h, gate, a)]
     naive = ref[0] + _per_token(ref[1], group) * ref[2]
     assert torch.equal(fast, naive)
-    w = torch.randn_like(fast)
+    w = torch.randn(fast.shape, generator=torch.Generator().manual_seed(6), dtype=dtype)
     (fast * w).sum().backward()
     (naive * w).sum().backward()
     for x, y in zip(leaves, ref):
-        torch.testing.assert_close(x.grad, y.grad, rtol=0, atol=tol)
+        torch.testing.assert_close(x.grad, y.grad, rtol=tol, atol=tol)
 
 
 def test_group_sum_is_the_per_level_token_sum():
