@@ -30,12 +30,15 @@ class EMA:
         return self.decay
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, skip: torch.Tensor | None = None) -> None:
+        """One EMA step. ``skip``: optional 0-dim 0/1 tensor; 1 leaves the weights as they are (a
+        step skipped for a non-finite loss, decided on device without a host sync)."""
         d = self.current_decay()
         ema_params = list(self.model.parameters())
         params = [p.detach() for p in model.parameters()]
         # lerp: e + (1 - d) (p - e) = d e + (1 - d) p
-        torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        weight = 1.0 - d if skip is None else (1.0 - skip.to(ema_params[0].dtype)) * (1.0 - d)
+        torch._foreach_lerp_(ema_params, params, weight)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
         self.num_updates += 1

@@ -173,10 +173,6 @@ class JointTrainer(Trainer):
             raise ValueError("JointTrainer needs a ModalitySchedule")
         super().__post_init__()
         self.member_coords = {m: self.tokenizer.coords(m).to(self.device) for m in self.schedule.names}
-        if self.cfg.compile:  # the base compiles the joint router; the members' forwards are what run
-            for m in self.schedule.names:
-                view = self.model.view(m)
-                view.forward_features = torch.compile(view.forward_features)
 
     def _loader(self):
         counts = self.schedule.counts_before(self.step)

@@ -37,6 +37,8 @@ from .samplers import SamplerConfig
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
+FINITE_CHECKS = ("auto", "step", "deferred")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -63,6 +65,8 @@ class TrainConfig:
     max_nonfinite: int = 20
     precision: str = "fp32"
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode; reduce-overhead adds CUDA graphs (static shapes)
+    finite_check: str = "auto"  # step | deferred | auto (= deferred on CUDA): see Trainer.train_step
     tf32: bool = True
     device: str = "auto"
     dist_backend: str = "auto"
@@ -96,6 +100,8 @@ class TrainConfig:
             (all(0 <= b < 1 for b in self.betas), "train.betas", "each must be in [0, 1)"),
             (0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)"),
             (self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}"),
+            (self.finite_check in FINITE_CHECKS, "train.finite_check", f"must be one of {FINITE_CHECKS}"),
+            (self.compile_mode in COMPILE_MODES, "train.compile_mode", f"must be one of {COMPILE_MODES}"),
             (self.log_every >= 1, "train.log_every", "must be >= 1"),
             (self.max_nonfinite >= 1, "train.max_nonfinite", "must be >= 1"),
         ]
@@ -178,16 +184,29 @@ class Trainer:
             self.train_module = torch.nn.parallel.DistributedDataParallel(
                 self.train_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=bool(getattr(self.model, "has_unused_parameters", False)))
+        # deferred: no host sync per step (see train_step); needs the fused AdamW, whose kernel skips
+        # the update on device when ``found_inf`` is set. On CPU the per-step check costs nothing.
+        check = self.cfg.finite_check
+        self.deferred_finite = check == "deferred" or (check == "auto" and self.device.type == "cuda")
         self.optimizer = torch.optim.AdamW(
             self.params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay,
-            eps=self.cfg.adam_eps, fused=self.device.type == "cuda",
+            eps=self.cfg.adam_eps, fused=self.device.type == "cuda" or self.deferred_finite,
         )
+        # deferred mode's device counters: skipped since the last sync, in a row, max in a row since then
+        self._nonfinite = torch.zeros(3, device=self.device)
         warm = self.cfg.lr_warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0
         )
-        if self.cfg.compile:  # the EMA copy above stays uncompiled; the state dict is unaffected
-            self.model.forward_features = torch.compile(self.model.forward_features)
+        if self.cfg.compile:
+            # The whole loss computation: objective (noise, DTS, labels), student forward, the EMA
+            # teacher's truncated forward, heads and losses; backward through AOTAutograd. The
+            # optimiser (fused AdamW) and the EMA update (a foreach lerp) are multi-tensor kernels
+            # already. The modules are untouched, so state dicts and checkpoints are unaffected.
+            self._loss_fn = torch.compile(self.train_module, mode=self.cfg.compile_mode)
+        else:
+            self._loss_fn = self.train_module
+        self._ema_update = self.ema.update
         self.coords = self.tokenizer.coords().to(self.device)
         self.step = 0
         self.nonfinite_total = 0
@@ -221,6 +240,7 @@ class Trainer:
         dist_utils.load_train_state(self.train_module, self.ema, self.objective, self.optimizer, state)
 
     def state_dict(self) -> dict:
+        self.sync_nonfinite(check=False)  # deferred mode: the saved count includes the latest skips
         model, ema, objective, optimizer = self._weights_state()
         return {
             "model": model,
@@ -260,6 +280,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.nonfinite_total = int(state["nonfinite_total"])
+        self._nonfinite = torch.zeros(3, device=self.device)
         restore_rng_state(state["rng"])
         self._truncate_metrics(self.step)
         log.info("resumed from %s at step %d", path, self.step)
@@ -289,7 +310,7 @@ class Trainer:
             x0 = self.tokenizer.encode(raw)
         teacher = self.ema.model if self.objective.needs_teacher else None
         with self._autocast():
-            return self.train_module(x0, y, self.coords, teacher=teacher, raw=raw)
+            return self._loss_fn(x0, y, self.coords, teacher=teacher, raw=raw)
 
     def train_step(self, raw: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """One optimisation step. Returns the detached logs, or None if the loss was not finite."""
@@ -297,28 +318,75 @@ class Trainer:
         finite = torch.isfinite(loss.detach()).float()
         if self.dist.enabled:  # every rank must take the same skip decision, or DDP deadlocks
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if self.deferred_finite:
+            return self._deferred_step(loss, logs, finite)
         if not bool(finite):
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_total += 1
             self.nonfinite_in_row += 1
             log.warning("non-finite loss at step %d (skipped; %d in a row)", self.step, self.nonfinite_in_row)
-            if self.nonfinite_in_row >= self.cfg.max_nonfinite:
-                raise FloatingPointError(
-                    f"{self.nonfinite_in_row} non-finite losses in a row at step {self.step} "
-                    f"(train.max_nonfinite={self.cfg.max_nonfinite}); lower train.lr or use train.precision=fp32"
-                )
+            self._check_nonfinite_in_row(self.nonfinite_in_row)
             return None
         self.nonfinite_in_row = 0
         loss.backward()
-        grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0
-                     else torch.zeros(()))
-        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = self._clip()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.ema.update(self.model)
+        self._ema_update(self.model)
         return {"loss": loss.detach(), "grad_norm": grad_norm.detach(), **logs}
+
+    def _clip(self) -> torch.Tensor:
+        grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip > 0
+                     else torch.zeros((), device=self.device))
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        return grad_norm
+
+    def _check_nonfinite_in_row(self, in_row: int) -> None:
+        if in_row >= self.cfg.max_nonfinite:
+            raise FloatingPointError(
+                f"{in_row} non-finite losses in a row at step {self.step} "
+                f"(train.max_nonfinite={self.cfg.max_nonfinite}); lower train.lr or use train.precision=fp32"
+            )
+
+    def _deferred_step(self, loss: torch.Tensor, logs: dict, finite: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The step without a host sync: the skip decision stays on the device.
+
+        Backward always runs; with a non-finite loss the fused AdamW skips its update and its step
+        count on device (``found_inf``, the mechanism GradScaler uses), the EMA update has weight 0
+        and the gradients are dropped, so the parameters, the optimiser state and the EMA are exactly
+        those of a skipped step. The LR schedule still advances (it is host-side, per step). The
+        counters live on device and are read by ``sync_nonfinite`` at log steps, so
+        ``train.max_nonfinite`` aborts there (up to ``log_every`` steps late) instead of at once.
+        """
+        bad = 1.0 - finite  # (,) 0 or 1
+        loss.backward()
+        grad_norm = self._clip()
+        self.optimizer.found_inf = bad  # 0-dim float, as GradScaler passes it
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._ema_update(self.model, skip=bad)
+        c = self._nonfinite
+        in_row = (c[1] + 1) * bad
+        self._nonfinite = torch.stack([c[0] + bad, in_row, torch.maximum(c[2], in_row)])
+        return {"loss": loss.detach(), "grad_norm": grad_norm.detach(), **logs, "finite": finite}
+
+    def sync_nonfinite(self, check: bool = True) -> None:
+        """Deferred mode: fold the device counters into the host ones (one host sync), warn, and
+        (``check``) abort past ``train.max_nonfinite``. Called at log steps and before a save."""
+        if not self.deferred_finite:
+            return
+        skipped, in_row, max_in_row = (int(v) for v in self._nonfinite.tolist())
+        if skipped:
+            log.warning("%d non-finite losses skipped since the last log (up to step %d)", skipped, self.step)
+        self.nonfinite_total += skipped
+        self.nonfinite_in_row = in_row
+        self._nonfinite = torch.stack([torch.zeros_like(self._nonfinite[0]), self._nonfinite[1],
+                                       torch.zeros_like(self._nonfinite[2])])
+        if check:
+            self._check_nonfinite_in_row(max_in_row)
 
     def _on_signal(self, signum, frame):
         self._stop_signal = signum
@@ -336,7 +404,7 @@ class Trainer:
             atexit.register(self.live.close)
         previous = signal.signal(signal.SIGTERM, self._on_signal) if _main_thread() else None
         sums: dict[str, float] = defaultdict(float)
-        counts: dict[str, int] = defaultdict(int)  # per key: a joint run logs a member's losses on its steps only
+        counts: dict[str, float] = defaultdict(float)  # per key: a joint run logs a member's losses on its steps only
         count, t_log, t_start, steps_done = 0, time.perf_counter(), time.perf_counter(), 0
         hook_s = eval_total = 0.0  # time in sampling/eval hooks: not training time
         self.model.train()
@@ -351,14 +419,18 @@ class Trainer:
                 self.step += 1
                 steps_done += 1
                 bar.update(1)
-                if logs is not None:
+                if logs is not None:  # summed on device: a float() here would be a host sync per step
+                    w = logs.pop("finite", None)  # deferred mode: a skipped step counts 0
                     for k, v in logs.items():
-                        sums[k] += float(v)
-                        counts[k] += 1
-                    count += 1
+                        v = v.detach().double()  # float64 like the Python floats summed before: same means
+                        sums[k] = sums[k] + (v if w is None else torch.where(w > 0, v, 0.0))
+                        counts[k] = counts[k] + (1 if w is None else w)
+                    count = count + (1 if w is None else w)
                 if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                    self.sync_nonfinite()
                     now = time.perf_counter()
-                    record = dist_utils.all_reduce_mean({k: v / counts[k] for k, v in sums.items()}, self.device)
+                    record = dist_utils.all_reduce_mean({k: float(v) / max(float(counts[k]), 1.0) for k, v in sums.items()},
+                                                        self.device)
                     elapsed = max(now - t_log - hook_s, 1e-9)  # training time only: evals excluded
                     n_steps = self.cfg.log_every if self.step % self.cfg.log_every == 0 else self.step % self.cfg.log_every
                     record.update(step=self.step, lr=self.scheduler.get_last_lr()[0], world_size=self.dist.world_size,
@@ -399,6 +471,11 @@ class Trainer:
     def _stop_requested(self) -> bool:
         """A SIGTERM seen by any rank stops all of them at the same step."""
         flag = self._stop_signal is not None
+        # The all-reduce + .item() is a host sync: without host syncs per step (deferred mode) the
+        # ranks agree at log steps only, so a SIGTERM stops the run up to log_every steps later.
+        at_log_step = self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps
+        if self.dist.enabled and self.deferred_finite and not at_log_step:
+            return False  # never stop one rank alone: it would leave the others waiting in a collective
         if self.dist.enabled:
             t = torch.tensor([float(flag)], device=self.device)
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)

@@ -8,8 +8,9 @@ the Self-Flow objective uses -- a few levels per sample ``(B, G)`` plus a token-
 Why not per-token adaLN: the released Self-Flow model runs the adaLN MLP (Linear D -> 6D) on every
 token, which costs +27-31 % per step and is paid even at inference with one t. Here the
 conditioning vector and every block's modulation are computed once per *distinct* (sample,
-timestep) pair -- B rows for scalar t, at most 2B under DTS -- and gathered to tokens. With scalar
-t the model does exactly the work of a plain SiT.
+timestep) pair -- B rows for scalar t, at most 2B under DTS -- and selected per token only inside
+the modulate / gated-residual arithmetic (``core.modulation``: no ``(B, N, 6D)`` tensor is built or
+kept for backward). With scalar t the model does exactly the work of a plain SiT.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .embeddings import LabelEmbedder, TimestepEmbedder, sincos_from_coords
+from .modulation import level_gate, level_modulate
 from .path import expand_time
 from .tokens import check_coords
 
@@ -44,22 +46,35 @@ class Conditioning:
         rows: ``(K, D)`` one conditioning vector per distinct (sample, timestep).
         index: ``(B, N)`` long row of each token, or ``None`` when ``K == B`` rows broadcast
             over all tokens of their sample (scalar t: the plain SiT path).
+        levels_onehot: ``(B, G, N)`` one-hot token-to-level table when the rows are G levels per
+            sample (``index == b * G + level``, the DTS layout): modulation then goes through
+            :mod:`core.modulation`, which never materialises per-token modulation tensors.
     """
 
     rows: Tensor
     index: Tensor | None
-    two_levels: Tensor | None = None  # (B, N, 1) bool "token is at level 1", when rows are [t, s] pairs
+    levels_onehot: Tensor | None = None
+
+    def __post_init__(self):
+        self.flat_index = self.index.reshape(-1) if self.index is not None else None
 
     def gather(self, per_row: Tensor) -> Tensor:
         """``(K, M) -> (B, 1, M)`` (broadcast) or ``(B, N, M)`` (gathered)."""
         if self.index is None:
             return per_row.unsqueeze(1)
-        if self.two_levels is not None:
-            # DTS fast path: an elementwise select between each sample's two rows. Its backward is
-            # two reductions, where an indexed gather's backward is a slow, nondeterministic scatter.
-            pairs = per_row.view(self.two_levels.shape[0], 2, -1)  # (B, 2, M)
-            return torch.where(self.two_levels, pairs[:, 1:], pairs[:, :1])
         return per_row[self.index]
+
+    def modulate(self, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+        """``x * (1 + scale) + shift`` for ``x (B, N, D)`` and ``(K, D)`` rows of shift and scale."""
+        if self.levels_onehot is not None:
+            return level_modulate(x, shift, scale, self.flat_index, self.levels_onehot)
+        return modulate(x, self.gather(shift), self.gather(scale))
+
+    def gated(self, h: Tensor, gate: Tensor, a: Tensor) -> Tensor:
+        """The adaLN-Zero residual ``h + gate * a`` for ``h, a (B, N, D)`` and ``(K, D)`` gate rows."""
+        if self.levels_onehot is not None:
+            return level_gate(h, gate, a, self.flat_index, self.levels_onehot)
+        return h + self.gather(gate) * a
 
 
 def time_rows(t: Tensor, num_tokens: int, group: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -134,10 +149,10 @@ class SiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
     def forward(self, x: Tensor, cond: Conditioning, attn_mask: Tensor | None = None) -> Tensor:
-        mod = cond.gather(self.adaLN_modulation(cond.rows))  # (B, 1 or N, 6D)
+        mod = self.adaLN_modulation(cond.rows)  # (K, 6D): per distinct timestep, never per token
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
-        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), attn_mask)
-        x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = cond.gated(x, gate_msa, self.attn(cond.modulate(self.norm1(x), shift_msa, scale_msa), attn_mask))
+        x = cond.gated(x, gate_mlp, self.mlp(cond.modulate(self.norm2(x), shift_mlp, scale_mlp)))
         return x
 
 
@@ -149,8 +164,8 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
     def forward(self, x: Tensor, cond: Conditioning) -> Tensor:
-        shift, scale = cond.gather(self.adaLN_modulation(cond.rows)).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        shift, scale = self.adaLN_modulation(cond.rows).chunk(2, dim=-1)  # (K, D) each
+        return self.linear(cond.modulate(self.norm_final(x), shift, scale))
 
 
 class SiT(nn.Module):
@@ -260,8 +275,12 @@ class SiT(nn.Module):
     def condition(self, t: Tensor, y: Tensor, num_tokens: int, group: Tensor | None = None) -> Conditioning:
         levels, sample_of_row, index = time_rows(t, num_tokens, group)
         rows = self.t_embedder(levels) + self.y_embedder(y)[sample_of_row]  # (K, D)
-        two_levels = (group.unsqueeze(-1) == 1) if (group is not None and t.dim() == 2 and t.shape[1] == 2) else None
-        return Conditioning(rows=rows, index=index, two_levels=two_levels)
+        onehot = None
+        if group is not None:  # (B, G, N): built once per forward, shared by every block
+            # A comparison, not F.one_hot: no value check, hence no host sync on CUDA.
+            levels = torch.arange(t.shape[1], device=group.device)
+            onehot = (group.unsqueeze(1) == levels[None, :, None]).to(rows.dtype)
+        return Conditioning(rows=rows, index=index, levels_onehot=onehot)
 
     def forward_features(
         self,

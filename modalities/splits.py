@@ -123,17 +123,22 @@ def _link_folder(root: Path, paths: list, classes: list[str], class_names: list[
     return generate_once(f"{Path(root).name}-heldout", params, build, root=cache_root() / "heldout")
 
 
-def heldout_from_folds(root: Path, items: list, class_names: list[str], held_pairs: list, eval_folds,
-                       eval_root, eval_fraction) -> tuple[list, Path]:
+def heldout_from_folds(root: Path, items: list, class_names: list[str], eval_folds, eval_root, eval_fraction, *,
+                       extensions, kind: str, label_file, **label_options) -> tuple[list, Path]:
     """Split a folder data set by its label file's folds (``modality.dataset.eval_folds``).
 
-    ``held_pairs`` are the ``(path, class name)`` rows of the evaluation folds (read from the same
-    label file with ``folds=eval_folds``). They leave the training ``items`` (so ``folds`` may stay
-    null: training then uses every other fold) and become the reference folder of links.
-    Errors name ``modality.dataset.eval_folds``.
+    The rows of ``eval_folds`` (read from the same ``label_file`` with ``label_options``) leave the
+    training ``items`` (so ``folds`` may stay null: training then uses every other fold) and become
+    the reference folder of links. Errors name ``modality.dataset.eval_folds``.
     """
+    from modalities.media_common import scan_labelled_files
+
     if eval_root not in (None, "") or eval_fraction:
         raise ValueError("set one of modality.dataset.eval_root, eval_fraction or eval_folds, not several")
+    if isinstance(eval_folds, (int, str)):  # eval_folds=5 on the command line
+        eval_folds = [eval_folds]
+    held, names = scan_labelled_files(root, extensions, label_file, kind=kind, folds=list(eval_folds), **label_options)
+    held_pairs = [(path, names[label]) for path, label in held]  # class names come from every row
     held = {Path(p).resolve() for p, _ in held_pairs}
     train = [item for item in items if Path(item[0]).resolve() not in held]
     if not held_pairs or not train:

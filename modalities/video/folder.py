@@ -110,10 +110,10 @@ class VideoFolderDataset(Dataset):
             self.items.append((path, label, n))
         require_nonempty(self.items, self.root, self.skipped, "video")
         if eval_folds is not None:  # the label file's evaluation folds become the held-out reference
-            self.items, self.eval_root = self._fold_split(label_file, eval_folds, eval_root, eval_fraction,
-                                                          dict(label_format=label_format, path_column=path_column,
-                                                               label_column=label_column, fold_column=fold_column,
-                                                               class_index=class_index))
+            self.items, self.eval_root = heldout_from_folds(
+                self.root, self.items, self.class_names, eval_folds, eval_root, eval_fraction, extensions=extensions,
+                kind="video", label_file=label_file, label_format=label_format, path_column=path_column,
+                label_column=label_column, fold_column=fold_column, class_index=class_index)
         elif eval_fraction:  # a deterministic part of the files becomes the held-out reference
             self.items, self.eval_root = carve_heldout(self.root, self.items, self.class_names, eval_fraction,
                                                        eval_root)
@@ -166,16 +166,6 @@ class VideoFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return load_or_next(index, self.items, self._broken, self.load, self.skipped, self.root, "video")
-
-    def _fold_split(self, label_file, eval_folds, eval_root, eval_fraction, label_options) -> tuple[list, Path]:
-        """Training items without the ``eval_folds`` rows, and the reference folder of those rows."""
-        if isinstance(eval_folds, (int, str)):
-            eval_folds = [eval_folds]
-        held, names = scan_labelled_files(self.root, self._kwargs["extensions"], label_file, kind="video",
-                                      folds=list(eval_folds), **label_options)
-        held_pairs = [(path, names[label]) for path, label in held]  # class names come from every row
-        return heldout_from_folds(self.root, self.items, self.class_names, held_pairs, eval_folds, eval_root,
-                                  eval_fraction)
 
     def reference_dataset(self) -> "VideoFolderDataset | None":
         """The held-out items (``eval_root``, same settings, deterministic crop), or None."""
