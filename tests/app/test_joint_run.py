@@ -47,7 +47,7 @@ def test_joint_config_composes_the_three_members_with_their_own_settings(compose
     for m in cfg.modality.members:
         mcfg = member_config(cfg, m)
         got[m] = (mcfg.method.objective.mask_ratio, mcfg.modality.time.dist, mcfg.sample.cfg_scale)
-    assert got == {"image": (0.25, "uniform", 3.0), "video": (0.1, "logit_normal", 1.0),
+    assert got == {"image": (0.25, "uniform", 3.0), "video": (0.1, "logit_normal", 3.0),
                    "audio": (0.5, "logit_normal", 3.0)}
     # the members' relative interpolations resolve inside the joint tree
     assert cfg.modality.members.image.tokenizer.image_size == cfg.modality.members.image.dataset.image_size
