@@ -1,0 +1,156 @@
+"""Prompt adherence with no download: do samples show what their prompts ask for?
+
+For each embedded data set, a few caption attributes are read back from the samples and compared
+with the attributes of the prompt each sample was generated from:
+
+* shapes: ``shape`` (ShapesNet, the domain classifier), ``colour`` (a ShapesNet trained on the
+  foreground colour words);
+* moving digits: ``digit`` (DigitNet), ``direction`` (network-free: the sprite's centre of mass
+  from frame 0 to frame 2, snapped to 8 directions), ``colour`` (network-free: hue of the bright
+  pixels);
+* instruments: ``instrument`` (TimbreNet), ``register`` (a TimbreNet trained on the pitch-register
+  words).
+
+Trained readers use the domain-classifier machinery (modalities/classifier.py): trained on the
+classifier split, deterministic, cached by content hash, their accuracy on the held-out split
+recorded. Every record carries ``real_value``: the same reader's accuracy on held-out real items
+against their own captions, i.e. what a perfect generator scores (the reader's ceiling).
+Records: ``prompt_<attribute>_acc`` per attribute and ``prompt_all_acc`` (every checked attribute
+right at once).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from modalities.captions import DIRECTIONS, HUES, REGISTERS, SHAPE_COLOURS, embedded_attributes, hue_name
+from modalities.classifier import DomainSpec, get_classifier, predict, stack_split, train_or_load
+from modalities.splits import split_seed
+
+
+@dataclass(frozen=True)
+class Check:
+    """One attribute and how to read it: the domain classifier (``kind="class"``), a classifier
+    trained on the attribute's values (``"trained"``), or a rule ``fake -> list[str]`` (``"rule"``)."""
+
+    attribute: str
+    kind: str
+    spec: DomainSpec | None = None
+    values: tuple[str, ...] = ()
+    rule: Callable[[Tensor], list[str]] | None = None
+
+
+def direction_rule(clips: Tensor) -> list[str]:
+    """Initial direction of the sprite: centre of mass in frame 2 minus frame 0, 8 directions."""
+    from modalities.video.sprites import track_centres  # noqa: PLC0415
+
+    centres, _ = track_centres(clips[:, :3].float())
+    d = centres[:, 2] - centres[:, 0]
+    angles = torch.atan2(d[:, 1], d[:, 0]) % (2 * math.pi)
+    return [DIRECTIONS[int(round(float(a) / (math.pi / 4))) % 8] for a in angles]
+
+
+def sprite_colour_rule(clips: Tensor) -> list[str]:
+    """Hue of the clip's bright pixels (the sprite is colour times alpha on black)."""
+    x = ((clips.float() + 1) / 2).clamp(0, 1)  # (B, T, 3, H, W)
+    bright = (x.amax(dim=2, keepdim=True) > 0.5).float()
+    rgb = (x * bright).sum(dim=(1, 3, 4)) / bright.sum(dim=(1, 3, 4)).clamp_min(1.0)  # (B, 3)
+    return [hue_name(colorsys.rgb_to_hsv(*c.tolist())[0]) for c in rgb]
+
+
+def checks_for(dataset) -> list[Check]:
+    from modalities.audio.synth import SynthInstrumentsDataset  # noqa: PLC0415
+    from modalities.audio.timbrenet import TIMBRENET  # noqa: PLC0415
+    from modalities.image import ShapesDataset  # noqa: PLC0415
+    from modalities.image_domain import SHAPESNET  # noqa: PLC0415
+    from modalities.video.digitnet import DIGITNET  # noqa: PLC0415
+    from modalities.video.sprites import MovingDigitsDataset  # noqa: PLC0415
+
+    if isinstance(dataset, ShapesDataset):
+        return [Check("shape", "class", SHAPESNET), Check("colour", "trained", SHAPESNET, SHAPE_COLOURS)]
+    if isinstance(dataset, MovingDigitsDataset):
+        return [Check("digit", "class", DIGITNET), Check("direction", "rule", rule=direction_rule, values=DIRECTIONS),
+                Check("colour", "rule", rule=sprite_colour_rule, values=HUES)]
+    if isinstance(dataset, SynthInstrumentsDataset):
+        return [Check("instrument", "class", TIMBRENET), Check("register", "trained", TIMBRENET, REGISTERS)]
+    return []
+
+
+def _attribute_labels(attrs: list[dict], attribute: str, values: tuple[str, ...]) -> Tensor:
+    return torch.tensor([values.index(str(a[attribute])) for a in attrs], dtype=torch.long)
+
+
+class Reader:
+    """Reads one attribute from samples: ``__call__(x) -> list[str]``, ``heldout_accuracy``."""
+
+    def __init__(self, check: Check, dataset, cache_dir=None):
+        self.check = check
+        ref = dataset.reference_dataset()
+        if ref is None:
+            raise ValueError(f"{type(dataset).__name__} has no held-out split; prompt adherence needs one")
+        ref_attrs = embedded_attributes(ref)
+        if check.kind == "class":
+            clf, (ref_x, _) = get_classifier(check.spec, dataset, cache_dir)
+            self.net, self.values = clf.net, tuple(dataset.class_names)
+        elif check.kind == "trained":
+            ref_x, _ = stack_split(ref)
+            train = dataset.split("classifier", check.spec.classifier_per_class)
+            train_x, _ = stack_split(train)
+            train_y = _attribute_labels(embedded_attributes(train), check.attribute, check.values)
+            ref_y = _attribute_labels(ref_attrs, check.attribute, check.values)
+            spec = check.spec
+            clf = train_or_load(f"{spec.name}_{check.attribute}", lambda: spec.make_net(num_classes=len(check.values)),
+                                spec.recipe, (train_x, train_y), (ref_x, ref_y), cache_dir, spec.train_view,
+                                {"attribute": check.attribute, "values": list(check.values),
+                                 "classifier_split_seed": split_seed(dataset.seed, "classifier")})
+            self.net, self.values = clf.net, check.values
+        else:
+            ref_x, _ = stack_split(ref)
+            self.net, self.values = None, check.values
+        truth = [str(a[check.attribute]) for a in ref_attrs]
+        self.heldout_accuracy = sum(p == t for p, t in zip(self(ref_x, prepared=False), truth)) / len(truth)
+
+    def __call__(self, x: Tensor, prepared: bool = False) -> list[str]:
+        if self.check.kind == "rule":
+            return self.check.rule(x)
+        x = x if prepared else self.check.spec.prepare(x.detach().cpu().float())
+        _, logits = predict(self.net, x)
+        return [self.values[i] for i in logits.argmax(1).tolist()]
+
+
+_READERS: dict[tuple, Reader] = {}
+
+
+def prompt_adherence(fake: Tensor, dataset, prompt_attributes: list[dict], cache_dir=None) -> list[dict]:
+    """Records ``prompt_<attribute>_acc`` and ``prompt_all_acc`` for samples ``fake`` made from prompts
+    with ``prompt_attributes`` (one dict per sample, as modalities/captions.py writes them)."""
+    checks = checks_for(dataset)
+    if not checks or len(prompt_attributes) != len(fake):
+        reason = ("no attribute readers for " + type(dataset).__name__) if not checks else \
+            f"{len(prompt_attributes)} prompts for {len(fake)} samples"
+        return [{"metric": "prompt_all_acc", "value": None, "available": False, "reason": reason}]
+    fake = fake.detach().cpu().float()
+    out, all_right, ceilings = [], torch.ones(len(fake), dtype=torch.bool), []
+    for check in checks:
+        key = (check.attribute, type(dataset).__name__, str(dataset.root), dataset.seed, str(cache_dir))
+        if key not in _READERS:
+            _READERS[key] = Reader(check, dataset, cache_dir)
+        reader = _READERS[key]
+        pred = reader(fake)
+        right = torch.tensor([p == str(a[check.attribute]) for p, a in zip(pred, prompt_attributes)])
+        all_right &= right
+        ceilings.append(reader.heldout_accuracy)
+        out.append({"metric": f"prompt_{check.attribute}_acc", "value": float(right.double().mean()),
+                    "real_value": reader.heldout_accuracy, "reader": check.kind, "n_fake": len(fake),
+                    "extractor": f"{check.spec.name if check.spec else 'rule'} ({check.kind})",
+                    "note": "fraction of samples whose attribute, read back, matches the prompt; real_value: "
+                            "the reader on held-out real items against their own captions"})
+    out.append({"metric": "prompt_all_acc", "value": float(all_right.double().mean()), "n_fake": len(fake),
+                "attributes": [c.attribute for c in checks], "real_value_upper_bound": min(ceilings)})
+    return out
