@@ -5,8 +5,8 @@ with the attributes of the prompt each sample was generated from:
 
 * shapes: ``shape`` (ShapesNet, the domain classifier), ``colour`` (a ShapesNet trained on the
   foreground colour words);
-* moving digits: ``digit`` (DigitNet), ``direction`` (network-free: the sprite's centre of mass
-  from frame 0 to frame 2, snapped to 8 directions), ``colour`` (network-free: hue of the bright
+* moving digits: ``digit`` (DigitNet), ``direction`` (network-free: the first step of the
+  bounce fit to the sprite's centre-of-mass track, snapped to 8 directions), ``colour`` (network-free: hue of the bright
   pixels);
 * instruments: ``instrument`` (TimbreNet), ``register`` (a TimbreNet trained on the pitch-register
   words).
@@ -47,13 +47,18 @@ class Check:
 
 
 def direction_rule(clips: Tensor) -> list[str]:
-    """Initial direction of the sprite: centre of mass in frame 2 minus frame 0, 8 directions."""
-    from modalities.video.sprites import track_centres  # noqa: PLC0415
+    """Initial direction of the sprite, snapped to 8 directions: the first step of the best
+    constant-velocity-with-bounces fit to its centre-of-mass track (the motion metric's fit), which
+    uses every frame and is not fooled by a bounce."""
+    from modalities.video.sprites import fit_bounce, track_centres  # noqa: PLC0415
 
-    centres, _ = track_centres(clips[:, :3].float())
-    d = centres[:, 2] - centres[:, 0]
-    angles = torch.atan2(d[:, 1], d[:, 0]) % (2 * math.pi)
-    return [DIRECTIONS[int(round(float(a) / (math.pi / 4))) % 8] for a in angles]
+    centres, _ = track_centres(clips.float())
+    out = []
+    for c in centres.double().numpy():
+        (_, fx), (_, fy) = fit_bounce(c[:, 0]), fit_bounce(c[:, 1])
+        angle = math.atan2(fy[1] - fy[0], fx[1] - fx[0]) % (2 * math.pi)
+        out.append(DIRECTIONS[int(round(angle / (math.pi / 4))) % 8])
+    return out
 
 
 def sprite_colour_rule(clips: Tensor) -> list[str]:
