@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from core.checkpoint import load_checkpoint, resolve_checkpoint
+from core.convert import extract_state_dict
 from core.io_utils import git_commit
 from core.sample_job import generate_tokens, quantize
 from core.text.model import TextSiT
@@ -39,7 +40,8 @@ def load_text_model(path, prefer: str = "ema") -> tuple[TextSiT, dict, Path]:
         raise ConfigError(f"{file} is not a text-conditioned checkpoint (no text settings in its model_config); "
                           f"drop sample.prompts for class-conditioned checkpoints")
     model = TextSiT.from_arch_config(config)
-    model.load_state_dict(state[prefer if prefer in state else "model"])
+    weights, _, _ = extract_state_dict(state, prefer, where=str(file))  # the EMA's own nesting included
+    model.load_state_dict(weights)
     return model.eval(), state, file
 
 
