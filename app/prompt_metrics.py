@@ -3,8 +3,9 @@
 For each embedded data set, a few caption attributes are read back from the samples and compared
 with the attributes of the prompt each sample was generated from:
 
-* shapes: ``shape`` (ShapesNet, the domain classifier), ``colour`` (a ShapesNet trained on the
-  foreground colour words);
+* shapes: ``shape`` (ShapesNet, the domain classifier), ``colour`` (network-free: the colour word
+  of the median foreground pixel, foreground = far from the border's median colour),
+  ``background`` (network-free: the border's median colour);
 * moving digits: ``digit`` (DigitNet), ``direction`` (network-free: the first step of the
   bounce fit to the sprite's centre-of-mass track, snapped to 8 directions), ``colour`` (network-free: hue of the bright
   pixels);
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from modalities.captions import DIRECTIONS, HUES, REGISTERS, SHAPE_COLOURS, embedded_attributes, hue_name
+from modalities.captions import (DIRECTIONS, HUES, REGISTERS, SHAPE_COLOURS, colour_name, embedded_attributes,
+                                 hue_name)
 from modalities.classifier import DomainSpec, get_classifier, predict, stack_split, train_or_load
 from modalities.splits import split_seed
 
@@ -69,6 +71,30 @@ def sprite_colour_rule(clips: Tensor) -> list[str]:
     return [hue_name(colorsys.rgb_to_hsv(*c.tolist())[0]) for c in rgb]
 
 
+def _shape_pixels(images: Tensor) -> tuple[Tensor, Tensor]:
+    """``(B, 3, H, W)`` in [-1, 1] -> (0-255 images, background colour ``(B, 3)``: border median)."""
+    img = ((images.float() + 1) * 127.5).clamp(0, 255)
+    border = torch.cat([img[:, :, 0], img[:, :, -1], img[:, :, :, 0], img[:, :, :, -1]], dim=2)
+    return img, border.median(dim=2).values
+
+
+def shape_colour_rule(images: Tensor) -> list[str]:
+    """Colour word of the median foreground pixel (pixels far from the border colour); ``none``
+    when nothing stands out from the background."""
+    img, bg = _shape_pixels(images)
+    out = []
+    for im, b in zip(img, bg):
+        fg = (im - b[:, None, None]).abs().sum(0) > 60
+        out.append(colour_name(im[:, fg].median(dim=1).values.tolist()) if bool(fg.any()) else "none")
+    return out
+
+
+def background_rule(images: Tensor) -> list[str]:
+    """Background word of the border's median colour."""
+    _, bg = _shape_pixels(images)
+    return [colour_name(b.tolist(), background=True) for b in bg]
+
+
 def checks_for(dataset) -> list[Check]:
     from modalities.audio.synth import SynthInstrumentsDataset  # noqa: PLC0415
     from modalities.audio.timbrenet import TIMBRENET  # noqa: PLC0415
@@ -78,7 +104,8 @@ def checks_for(dataset) -> list[Check]:
     from modalities.video.sprites import MovingDigitsDataset  # noqa: PLC0415
 
     if isinstance(dataset, ShapesDataset):
-        return [Check("shape", "class", SHAPESNET), Check("colour", "trained", SHAPESNET, SHAPE_COLOURS)]
+        return [Check("shape", "class", SHAPESNET), Check("colour", "rule", rule=shape_colour_rule, values=SHAPE_COLOURS),
+                Check("background", "rule", rule=background_rule)]
     if isinstance(dataset, MovingDigitsDataset):
         return [Check("digit", "class", DIGITNET), Check("direction", "rule", rule=direction_rule, values=DIRECTIONS),
                 Check("colour", "rule", rule=sprite_colour_rule, values=HUES)]
