@@ -83,6 +83,11 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -
                       prompts=parts.get("prompts"))
     summary = trainer.fit()
     assets = trainer.write_samples("final")
+    prompts = parts.get("prompts")
+    if prompts is not None and is_main and assets:  # which prompt each sample of the grid was made from
+        n = int(cfg.sample.num_samples)
+        assets["prompts"] = run_dir / "samples" / "final_prompts.txt"
+        assets["prompts"].write_text("".join(prompts.captions[i] + "\n" for i in prompts.indices(n)))
     trainer.run_hooks()
     if not is_main:
         return {**summary, "run_dir": str(run_dir)}
@@ -101,6 +106,9 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -
         "sampler": f"{sampler_cfg.method}, {sampler_cfg.num_steps} steps, cfg {sampler_cfg.cfg_scale}",
         "dataset": f"{len(parts['dataset'])} items, {len(skipped)} skipped", "commit": commit,
     }
+    if prompts is not None:
+        c = cfg.conditioning
+        report_summary["conditioning"] = f"text ({c.encoder} encoder, {c.arch} attention, text time {c.text_time})"
     if encoder is not None:
         report_summary["REPA encoder"] = getattr(encoder, "name", type(encoder).__name__)
     notes = [f"skipped unreadable file {p}: {why}" for p, why in skipped[:20]]

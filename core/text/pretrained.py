@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..io_utils import atomic_torch_save, cache_dir
+
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model")
 
@@ -74,7 +76,6 @@ class PretrainedTextEncoder:
                                else self.model.config.d_model)
         self.name = f"{kind}:{self.root.name}"
         self.key = hashlib.sha256(f"{_dir_digest(self.root)}|{self.max_len}".encode()).hexdigest()[:16]
-        from ..io_utils import cache_dir  # noqa: PLC0415
 
         self.cache = Path(cache_dir("text_features", root=cache_root)) / self.key
 
@@ -91,19 +92,19 @@ class PretrainedTextEncoder:
 
     def encode(self, captions: list[str], batch_size: int = 64) -> Tensor:
         out: list[Tensor | None] = [None] * len(captions)
-        todo = []
+        todo: list[str] = []
         for i, c in enumerate(captions):
             if c == "":
                 out[i] = torch.zeros(self.max_len, 1 + self.feature_dim)
             elif self._path(c).is_file():
                 out[i] = torch.load(self._path(c), weights_only=True)
-            else:
-                todo.append(i)
+            elif c not in todo:
+                todo.append(c)
         self.cache.mkdir(parents=True, exist_ok=True)
+        done = {}
         for s in range(0, len(todo), batch_size):
-            idx = todo[s:s + batch_size]
-            feats = self._run([captions[i] for i in idx])
-            for i, f in zip(idx, feats):
-                out[i] = f.clone()
-                torch.save(out[i], self._path(captions[i]))
-        return torch.stack(out)  # type: ignore[arg-type]
+            batch = todo[s:s + batch_size]
+            for c, f in zip(batch, self._run(batch)):
+                done[c] = f.clone()
+                atomic_torch_save(done[c], self._path(c))
+        return torch.stack([o if o is not None else done[c] for o, c in zip(out, captions)])

@@ -169,3 +169,40 @@ def test_a_training_step_reaches_every_text_parameter(arch, objective):
     out.loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert no_grad == [] and torch.isfinite(out.loss)
+
+
+def test_pretrained_features_input_masks_padding_and_empty_is_class_free():
+    torch.manual_seed(0)
+    model = TextSiT(in_channels=12, hidden_size=32, depth=2, num_heads=2, feature_dim=7, max_text_len=6).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    feats = torch.randn(2, 6, 8)
+    feats[..., 0] = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.float)
+    x, t, coords = torch.randn(2, 16, 12), torch.rand(2), _coords()
+    other = feats.clone()
+    other[..., 1:] = torch.where(feats[..., :1] > 0.5, feats[..., 1:], 50 * torch.randn(2, 6, 7))
+    torch.testing.assert_close(model(x, t, other, coords), model(x, t, feats, coords), rtol=0, atol=1e-5)
+    sit = SiT(in_channels=12, hidden_size=32, depth=2, num_heads=2, num_classes=0).eval()
+    sit.load_state_dict(model.state_dict(), strict=False)
+    null = torch.zeros(2, dtype=torch.long)
+    torch.testing.assert_close(model(x, t, torch.zeros_like(feats), coords), sit(x, t, null, coords), rtol=0, atol=1e-5)
+    assert drop_labels(feats, 0.999, model.null_class).abs().sum() == 0  # a dropped caption is the empty prompt
+
+
+def test_pretrained_encoder_cache_runs_each_caption_once(tmp_path):
+    from core.text.pretrained import PretrainedTextEncoder
+
+    enc = PretrainedTextEncoder.__new__(PretrainedTextEncoder)  # no transformers here: stub the network
+    enc.max_len, enc.feature_dim, enc.cache, calls = 4, 3, tmp_path / "k", []
+
+    def run(captions):
+        calls.extend(captions)
+        return torch.stack([torch.full((4, 4), float(len(c))) for c in captions])
+
+    enc._run = run
+    first = enc.encode(["ab", "", "abc", "ab"])
+    assert calls == ["ab", "abc"] and first[1].abs().sum() == 0 and first[0, 0, 0] == 2
+    assert torch.equal(first[3], first[0])
+    second = enc.encode(["abc", "ab"])
+    assert calls == ["ab", "abc"] and torch.equal(second, first[[2, 0]])  # from the on-disk cache
