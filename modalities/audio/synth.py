@@ -21,6 +21,7 @@ from modalities.splits import split_seed
 GENERATOR_VERSION = 1
 INSTRUMENTS = ("bell", "clarinet", "flute", "organ", "plucked", "strings")
 PENTATONIC = (0, 2, 4, 7, 9)
+BASE_NOTE = {"bell": 72, "plucked": 55, "strings": 55, "clarinet": 50, "flute": 72, "organ": 48}  # MIDI; notes go up to +21
 
 
 def _midi_hz(m: float) -> float:
@@ -89,7 +90,7 @@ def render(inst: str, rng: np.random.Generator, sample_rate: int, num_samples: i
     (the captions of modalities/captions.py read them; the draws are unchanged).
     """
     n_notes = int(rng.integers(1, 5))
-    base = {"bell": 72, "plucked": 55, "strings": 55, "clarinet": 50, "flute": 72, "organ": 48}[inst]
+    base = BASE_NOTE[inst]
     bounds = np.sort(rng.choice(np.arange(1, 8), size=n_notes - 1, replace=False)) * num_samples // 8
     edges = np.concatenate([[0], bounds, [num_samples]]).astype(int)
     wave = np.zeros(num_samples)

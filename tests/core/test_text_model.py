@@ -159,12 +159,13 @@ def test_text_dropout_is_shared_by_student_and_teacher():
 
 
 @pytest.mark.parametrize("arch", ["joint", "cross"])
-@pytest.mark.parametrize("objective", ["fm", "selfflow"])
+@pytest.mark.parametrize("objective", ["fm", "selfflow", "selfflow_separated"])
 def test_a_training_step_reaches_every_text_parameter(arch, objective):
     model, vocab = _model(arch)
     model.train()
     obj = (FlowMatchingObjective(TimeDistribution()) if objective == "fm"
-           else SelfFlowObjective(TimeDistribution(), hidden_size=32, depth=3))
+           else SelfFlowObjective(TimeDistribution(), hidden_size=32, depth=3,
+                                  attention_separation=objective == "selfflow_separated"))
     out = obj(model, torch.randn(6, 16, 12), vocab.encode(CAPTIONS * 2, 10), _coords(), teacher=model)
     out.loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
