@@ -107,8 +107,15 @@ def prompt_set(dataset, encoder: CaptionEncoder, c: DictConfig, cfg: DictConfig)
     """The held-out split's captions (the training captions when there is none), classes interleaved."""
     ref = dataset.reference_dataset() if hasattr(dataset, "reference_dataset") else None
     source = ref if ref is not None and len(ref) else dataset
-    captions, attributes = dataset_captions(source, c.get("captions_csv") if source is dataset else None,
-                                            c.get("path_column", "path"), c.get("caption_column", "caption"))
+    columns = (c.get("path_column", "path"), c.get("caption_column", "caption"))
+    try:  # a CSV's paths are relative to the root, which a held-out folder shares (same layout)
+        captions, attributes = dataset_captions(source, c.get("captions_csv"), *columns)
+    except (FileNotFoundError, ValueError) as exc:
+        if source is dataset:
+            raise
+        log.warning("held-out items have no captions (%s); in-training samples use the training captions", exc)
+        source = dataset
+        captions, attributes = dataset_captions(source, c.get("captions_csv"), *columns)
     classes = class_labels_of(source)
     order = interleave_classes(classes)
     if c.get("num_prompts"):

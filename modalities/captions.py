@@ -242,6 +242,8 @@ def folder_captions(dataset, csv_path: str | None = None, path_column: str = "pa
     out = []
     for p in paths:
         side = p.with_suffix(".txt")
+        if not side.is_file() and p.is_symlink():  # a held-out folder links the media files only
+            side = p.resolve().with_suffix(".txt")
         if not side.is_file():
             raise FileNotFoundError(f"no caption for {p}: write {side} (one caption) or give "
                                     f"conditioning.captions_csv=<csv with {path_column},{caption_column} columns>")

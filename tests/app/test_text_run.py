@@ -114,3 +114,26 @@ def test_pretrained_encoder_through_the_cli_is_one_clear_line(compose, tmp_path)
     with pytest.raises(ConfigError, match=r"text encoder directory .*clip does not exist") as err:
         run.main(cfg)
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
+def test_a_folder_data_set_with_sidecar_captions_builds_a_text_model(compose, tmp_path):
+    from PIL import Image
+
+    from app.build import build
+
+    root = tmp_path / "data"
+    for cls in ("cats", "dogs"):
+        (root / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(root / cls / f"{i}.png")
+            (root / cls / f"{i}.txt").write_text(f"a photo of {cls} number {i}\n")
+    cfg = compose(["modality=image_folder", f"modality.dataset.root={root}", "modality.dataset.image_size=8",
+                   "modality.dataset.eval_fraction=0.3", "conditioning=text", "model=micro", "model.patch_size=4"])
+    parts = build(cfg)
+    raw, ids = parts["dataset"][0]
+    assert raw.shape == (3, 8, 8) and ids.dtype == torch.long and ids.shape == (24,)
+    vocab = parts["model"].vocabulary
+    assert vocab.decode(ids).startswith("a photo of ") and "dogs" in vocab.index
+    held = parts["base_dataset"].reference_dataset()
+    assert held is not None and len(parts["prompts"].captions) == len(held)  # held-out sidecars, through links
+    assert all(c.startswith("a photo of") for c in parts["prompts"].captions)
