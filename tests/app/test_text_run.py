@@ -33,6 +33,9 @@ def test_image_text_runs_train_and_sample_from_a_prompt_file(compose, tmp_path, 
     text = state["model_config"]["text"]
     assert text["text_arch"] == arch and text["vocab"][:2] == ["<pad>", "<unk>"] and "triangle" in text["vocab"]
     assert (tmp_path / "run" / "samples" / "final_grid.png").is_file()
+    shown = (tmp_path / "run" / "samples" / "final_prompts.txt").read_text().splitlines()
+    assert len(shown) == 4 and len(set(shown)) == 4  # held-out captions, classes interleaved
+    assert f"text (offline encoder, {arch} attention" in (tmp_path / "run" / "report.md").read_text()
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a large red circle in the centre on a black background\n\na small blue cross\n")
