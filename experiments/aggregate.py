@@ -50,7 +50,7 @@ MIN_REL_EFFECT = 0.01
 EXACT_MAX_PAIRS = 20  # 2^20 sign patterns (8 MB of sums); beyond it, Monte Carlo
 MC_RESAMPLES = 100_000
 MC_SEED = 0
-HIGHER_IS_BETTER = {"precision", "recall", "is", "inception_score"} | {f"{m}_{net}" for m in ("class_acc", "precision", "recall") for net in ("shapesnet", "digitnet", "timbrenet")}  # noqa: E501
+HIGHER_IS_BETTER = {"precision", "recall", "is", "inception_score"} | {f"{m}_{net}" for m in ("class_acc", "precision", "recall") for net in ("shapesnet", "digitnet", "timbrenet")} | {"motion_tracked_frac"}  # noqa: E501
 # outcome keys (the verdict text adds the numbers: see verdict())
 BETTER, WORSE, NO_DIFF, TOO_FEW = "better", "worse", "no detectable difference", "not enough seeds"
 

@@ -26,7 +26,7 @@ from torchvision.utils import make_grid
 
 from core.io_utils import cache_dir, to_uint8  # to_uint8: the FID protocol's rounding, also for PNGs
 from core.tokens import SampleWriter, Tokenizer
-from modalities.splits import carve_heldout, check_eval_root, split_seed
+from modalities.splits import align_classes, carve_heldout, check_eval_root, split_seed
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,10 @@ class ImageFolderDataset(Dataset):
 
     def reference_dataset(self) -> "ImageFolderDataset | None":
         """The held-out items (``eval_root``) as a data set, or None when none was given."""
-        return None if self.eval_root is None else ImageFolderDataset(self.eval_root, self.image_size, self.verify)
+        if self.eval_root is None:
+            return None
+        return align_classes(ImageFolderDataset(self.eval_root, self.image_size, self.verify), self.class_names,
+                             attr="samples")
 
     def reference_root(self) -> Path | None:
         """Folder every metric compares samples with (see modalities/splits.py)."""

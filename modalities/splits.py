@@ -70,6 +70,27 @@ def check_eval_root(eval_root, root) -> Path | None:
     return path
 
 
+def align_classes(reference, class_names: list[str], attr: str = "items"):
+    """Number ``reference``'s classes as the training set does (``class_names``), in place; return it.
+
+    A reference folder lists its classes by folder name, sorted, and only those that have files:
+    a label-file training set (ESC-50 orders classes by ``target``) or a reference missing a
+    class would otherwise number the same class differently. A class the training set does not
+    know is an error naming the reference folder.
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(reference.class_names) - set(index))
+    if unknown:
+        raise ValueError(f"{reference.root}: held-out classes {unknown} are not among the training classes; "
+                         "the reference folder must use the training set's class names")
+    items = getattr(reference, attr)
+    setattr(reference, attr, [(item[0], index[reference.class_names[item[1]]], *item[2:]) for item in items])
+    reference.class_names = list(class_names)
+    if "num_classes" in vars(reference):  # a plain attribute (a property derives it from class_names)
+        reference.num_classes = len(class_names)
+    return reference
+
+
 def in_heldout(relative_path: str, fraction: float) -> bool:
     """Whether a file belongs to the held-out part of a folder split with ``eval_fraction``.
 
@@ -80,6 +101,56 @@ def in_heldout(relative_path: str, fraction: float) -> bool:
     return h < fraction * 2 ** 64
 
 
+def _link_folder(root: Path, paths: list, classes: list[str], class_names: list[str], key: dict) -> Path:
+    """A cached folder ``<class>/<file>`` of symlinks to ``paths`` (held-out files of a folder data set).
+
+    Every class gets a folder, even an empty one, so the reference numbers its classes exactly as
+    the training set does. The cache entry is keyed by the root, the files and ``key``.
+    """
+    from modalities.media_common import cache_root, generate_once
+
+    rel = [Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else Path(p).as_posix()
+           for p in paths]
+
+    def build(out: Path) -> int:
+        for name in class_names:
+            (out / name).mkdir(parents=True, exist_ok=True)
+        for path, r, cls in zip(paths, rel, classes):
+            os.symlink(Path(path).resolve(), out / cls / r.strip("/").replace("/", "__"))
+        return len(paths)
+
+    params = {"root": str(Path(root).resolve()), **key, "held": rel, "classes": list(classes)}
+    return generate_once(f"{Path(root).name}-heldout", params, build, root=cache_root() / "heldout")
+
+
+def heldout_from_folds(root: Path, items: list, class_names: list[str], eval_folds, eval_root, eval_fraction, *,
+                       extensions, kind: str, label_file, **label_options) -> tuple[list, Path]:
+    """Split a folder data set by its label file's folds (``modality.dataset.eval_folds``).
+
+    The rows of ``eval_folds`` (read from the same ``label_file`` with ``label_options``) leave the
+    training ``items`` (so ``folds`` may stay null: training then uses every other fold) and become
+    the reference folder of links. Errors name ``modality.dataset.eval_folds``.
+    """
+    from modalities.media_common import scan_labelled_files
+
+    if eval_root not in (None, "") or eval_fraction:
+        raise ValueError("set one of modality.dataset.eval_root, eval_fraction or eval_folds, not several")
+    if isinstance(eval_folds, (int, str)):  # eval_folds=5 on the command line
+        eval_folds = [eval_folds]
+    held, names = scan_labelled_files(root, extensions, label_file, kind=kind, folds=list(eval_folds), **label_options)
+    held_pairs = [(path, names[label]) for path, label in held]  # class names come from every row
+    held = {Path(p).resolve() for p, _ in held_pairs}
+    train = [item for item in items if Path(item[0]).resolve() not in held]
+    if not held_pairs or not train:
+        raise ValueError(f"modality.dataset.eval_folds={list(eval_folds)} leaves {len(train)} training and "
+                         f"{len(held_pairs)} held-out files in {root}; choose evaluation folds that leave both non-empty")
+    folder = _link_folder(root, [p for p, _ in held_pairs], [c for _, c in held_pairs], class_names,
+                          {"folds": [str(f) for f in eval_folds]})
+    log.info("eval_folds=%s: %d files held out (%d removed from training) -> %s", list(eval_folds), len(held_pairs),
+             len(items) - len(train), folder)
+    return train, folder
+
+
 def carve_heldout(root: Path, items: list, class_names: list[str], fraction: float, eval_root) -> tuple[list, Path]:
     """Split a folder data set's ``items`` (tuples starting ``(path, label, ...)``) by ``eval_fraction``.
 
@@ -87,29 +158,19 @@ def carve_heldout(root: Path, items: list, class_names: list[str], fraction: flo
     ``$SELFFLOW_CACHE/heldout/<root name>-<hash>/<class>/<file>``, which the metrics read
     like any reference folder. Errors name ``modality.dataset.eval_fraction``.
     """
-    from modalities.media_common import cache_root, generate_once
-
     if not 0 < fraction < 1:
         raise ValueError(f"modality.dataset.eval_fraction={fraction} must be in (0, 1), or 0 for no split")
     if eval_root not in (None, ""):
         raise ValueError("set modality.dataset.eval_root or modality.dataset.eval_fraction, not both")
     rel = [item[0].relative_to(root).as_posix() for item in items]
     held = [i for i, r in enumerate(rel) if in_heldout(r, fraction)]
-    train = [item for i, item in enumerate(items) if i not in set(held)]
+    held_set = set(held)
+    train = [item for i, item in enumerate(items) if i not in held_set]
     if not held or not train:
         raise ValueError(f"modality.dataset.eval_fraction={fraction} leaves {len(train)} training and {len(held)} "
                          f"held-out files of {len(items)} in {root}; choose a fraction that leaves both non-empty")
 
-    def build(out: Path) -> int:
-        for name in class_names:  # every class, so labels of the reference match the training ones
-            (out / name).mkdir(parents=True, exist_ok=True)
-        for i in held:
-            link = out / class_names[items[i][1]] / rel[i].replace("/", "__")
-            os.symlink(Path(items[i][0]).resolve(), link)
-        return len(held)
-
-    params = {"root": str(Path(root).resolve()), "fraction": fraction, "held": [rel[i] for i in held],
-              "classes": [class_names[items[i][1]] for i in held]}
-    folder = generate_once(f"{Path(root).name}-heldout", params, build, root=cache_root() / "heldout")
+    folder = _link_folder(root, [items[i][0] for i in held], [class_names[items[i][1]] for i in held], class_names,
+                          {"fraction": fraction})
     log.info("eval_fraction=%s: %d of %d files held out of training -> %s", fraction, len(held), len(items), folder)
     return train, folder

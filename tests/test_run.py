@@ -321,8 +321,11 @@ def test_cpu_presets_read_the_modality_recipe(compose):
     audio = compose(["modality=audio"])
     assert (audio.train.steps, audio.model.prediction, audio.sample.cfg_scale, list(audio.modality.tokenizer.patch)) == (
         1000, "x", 3.0, [8, 16])
-    video = compose(["modality=video"])  # no recipe block: the train=cpu / tiny / sample fallbacks
-    assert (video.train.steps, video.train.batch_size, video.model.prediction, video.sample.cfg_scale) == (1200, 32, "auto", 1.0)
+    video = compose(["modality=video"])
+    assert (video.train.steps, video.train.batch_size, video.model.prediction, video.sample.cfg_scale) == (1500, 32, "x", 3.0)
+    assert list(video.eval.metrics) == [] and compose(["modality=video", "eval.metrics=[fid_frame]"]).eval.metrics == ["fid_frame"]
+    folder = compose(["modality=video_folder", "modality.dataset.root=/x", "modality.num_classes=2"])
+    assert folder.train.steps == 1200 and folder.eval.metrics == "auto"  # no recipe block: the fallbacks
     paper = compose(["train=paper", "model=sit_xl2", "modality=image_latent"])
     assert paper.train.lr == 1e-4 and paper.sample.cfg_scale == 1.0
     assert compose(["train.steps=7", "sample.cfg_scale=1"]).train.steps == 7

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from core.progress import bar
 from modalities.audio.io import AUDIO_EXTENSIONS, probe, read_audio
-from modalities.splits import carve_heldout, check_eval_root
+from modalities.splits import align_classes, carve_heldout, check_eval_root, heldout_from_folds
 from modalities.media_common import MediaError, SkipLog, load_or_next, require_nonempty, scan_labelled_files
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class AudioFolderDataset(Dataset):
                  crop: str = "random", label_file: str | None = None, resample: bool = True,
                  min_seconds: float = 0.0, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, probe: bool = True,
                  eval_root: str | os.PathLike | None = None,
-                 eval_fraction: float = 0.0,
+                 eval_fraction: float = 0.0, eval_folds: list | None = None,
                  label_format: str = "auto", folds: list | None = None, path_column: str | None = None,
                  label_column: str | None = None, fold_column: str | None = None,
                  class_index: str | None = None, progress: bool = True):
@@ -73,6 +73,9 @@ class AudioFolderDataset(Dataset):
         self.root = Path(root).expanduser()
         self.sample_rate, self.num_samples, self.crop = int(sample_rate), int(num_samples), crop
         self.eval_root = check_eval_root(eval_root, self.root)  # held-out reference folder, or None
+        if eval_folds is not None and label_file is None:
+            raise ValueError(f"{self.root}: modality.dataset.eval_folds needs a dataset.label_file with a fold "
+                             "column (ESC-50's esc50.csv, or a CSV with fold_column)")
         self._kwargs = dict(sample_rate=sample_rate, num_samples=num_samples,
                             crop="center" if crop == "random" else crop, label_file=None, resample=resample,
                             min_seconds=min_seconds, extensions=extensions, probe=probe)
@@ -93,7 +96,12 @@ class AudioFolderDataset(Dataset):
                     continue
             self.items.append((path, label))
         require_nonempty(self.items, self.root, self.skipped, "audio")
-        if eval_fraction:  # a deterministic part of the files becomes the held-out reference
+        if eval_folds is not None:  # the label file's evaluation folds become the held-out reference
+            self.items, self.eval_root = heldout_from_folds(
+                self.root, self.items, self.class_names, eval_folds, eval_root, eval_fraction, extensions=extensions,
+                kind="audio", label_file=label_file, label_format=label_format, path_column=path_column,
+                label_column=label_column, fold_column=fold_column, class_index=class_index)
+        elif eval_fraction:  # a deterministic part of the files becomes the held-out reference
             self.items, self.eval_root = carve_heldout(self.root, self.items, self.class_names, eval_fraction,
                                                        eval_root)
         if len(self.skipped):
@@ -131,7 +139,9 @@ class AudioFolderDataset(Dataset):
 
     def reference_dataset(self) -> "AudioFolderDataset | None":
         """The held-out items (``eval_root``, same settings, deterministic crop), or None."""
-        return None if self.eval_root is None else AudioFolderDataset(self.eval_root, **self._kwargs)
+        if self.eval_root is None:
+            return None
+        return align_classes(AudioFolderDataset(self.eval_root, **self._kwargs), self.class_names)
 
     def reference_root(self) -> Path | None:
         """Folder every metric compares samples with (see modalities/splits.py)."""

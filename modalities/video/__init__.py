@@ -12,12 +12,13 @@ Public parts (referenced by ``configs/modality/video.yaml``):
 
 from modalities.video.folder import VideoFolderDataset, resize_crop
 from modalities.video.io import VIDEO_EXTENSIONS, VideoInfo, probe, read_frames, write_mp4
-from modalities.video.sprites import MovingDigitsDataset, bounce_fit_error, motion_report, track_centres
+from modalities.video.sprites import (MovingDigitsDataset, bounce_fit_error, motion_metrics, motion_report,
+                                      track_centres)
 from modalities.video.tokenizer import TubeletTokenizer
 from modalities.video.writer import VideoSampleWriter
 
 __all__ = [
     "MovingDigitsDataset", "VideoFolderDataset", "TubeletTokenizer", "VideoSampleWriter",
-    "bounce_fit_error", "motion_report", "track_centres", "probe", "read_frames", "write_mp4", "resize_crop",
+    "bounce_fit_error", "motion_metrics", "motion_report", "track_centres", "probe", "read_frames", "write_mp4", "resize_crop",
     "VideoInfo", "VIDEO_EXTENSIONS",
 ]

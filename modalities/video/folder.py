@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from modalities.splits import carve_heldout, check_eval_root
+from modalities.splits import align_classes, carve_heldout, check_eval_root, heldout_from_folds
 from core.progress import bar
 from modalities.media_common import MediaError, SkipLog, load_or_next, require_nonempty, scan_labelled_files
 from modalities.video.io import VIDEO_EXTENSIONS, probe, read_frames
@@ -68,7 +68,7 @@ class VideoFolderDataset(Dataset):
                  size: int | tuple[int, int] = 32, start: str = "random", label_file: str | None = None,
                  backend: str = "auto", extensions: tuple[str, ...] = VIDEO_EXTENSIONS, probe: bool = True,
                  cache_frames: bool = False, eval_root: str | os.PathLike | None = None,
-                 eval_fraction: float = 0.0,
+                 eval_fraction: float = 0.0, eval_folds: list | None = None,
                  label_format: str = "auto", folds: list | None = None, path_column: str | None = None,
                  label_column: str | None = None, fold_column: str | None = None,
                  class_index: str | None = None, progress: bool = True):
@@ -79,6 +79,9 @@ class VideoFolderDataset(Dataset):
         self.root = Path(root).expanduser()
         self.num_frames, self.frame_stride, self.start, self.backend = num_frames, frame_stride, start, backend
         self.eval_root = check_eval_root(eval_root, self.root)  # held-out reference folder, or None
+        if eval_folds is not None and label_file is None:
+            raise ValueError(f"{self.root}: modality.dataset.eval_folds needs a dataset.label_file with a fold "
+                             "column (ESC-50's esc50.csv, or a CSV with fold_column)")
         self._kwargs = dict(num_frames=num_frames, frame_stride=frame_stride, size=size,
                             start="center" if start == "random" else start, label_file=None, backend=backend,
                             extensions=extensions, probe=probe)
@@ -106,7 +109,12 @@ class VideoFolderDataset(Dataset):
                 continue
             self.items.append((path, label, n))
         require_nonempty(self.items, self.root, self.skipped, "video")
-        if eval_fraction:  # a deterministic part of the files becomes the held-out reference
+        if eval_folds is not None:  # the label file's evaluation folds become the held-out reference
+            self.items, self.eval_root = heldout_from_folds(
+                self.root, self.items, self.class_names, eval_folds, eval_root, eval_fraction, extensions=extensions,
+                kind="video", label_file=label_file, label_format=label_format, path_column=path_column,
+                label_column=label_column, fold_column=fold_column, class_index=class_index)
+        elif eval_fraction:  # a deterministic part of the files becomes the held-out reference
             self.items, self.eval_root = carve_heldout(self.root, self.items, self.class_names, eval_fraction,
                                                        eval_root)
         if len(self.skipped):
@@ -161,7 +169,9 @@ class VideoFolderDataset(Dataset):
 
     def reference_dataset(self) -> "VideoFolderDataset | None":
         """The held-out items (``eval_root``, same settings, deterministic crop), or None."""
-        return None if self.eval_root is None else VideoFolderDataset(self.eval_root, **self._kwargs)
+        if self.eval_root is None:
+            return None
+        return align_classes(VideoFolderDataset(self.eval_root, **self._kwargs), self.class_names)
 
     def reference_root(self) -> Path | None:
         """Folder every metric compares samples with (see modalities/splits.py)."""

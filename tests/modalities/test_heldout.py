@@ -98,3 +98,22 @@ def test_eval_fraction_holds_out_a_deterministic_part_of_a_folder(tmp_path):
     audio = AudioFolderDataset(wav_root, eval_fraction=0.5)
     assert len(audio) + len(audio.reference_dataset()) == 24
     assert {p.name for p, _ in audio.items}.isdisjoint(p.name.split("__")[-1] for p, _ in audio.reference_dataset().items)
+
+
+def test_motion_metrics_reports_tracked_fraction_beside_the_error(tmp_path):
+    """The eval hook's records: tracked fraction and error side by side, real values attached."""
+    from modalities.video import motion_metrics
+
+    ds = MovingDigitsDataset(root=tmp_path, num_frames=8, size=16, sprite_size=8, clips_per_class=1,
+                             heldout_per_class=1, cache_frames=True)
+    real = torch.stack([ds[i][0] for i in range(4)])
+    dark = -torch.ones_like(real[:2])
+    recs = {r["metric"]: r for r in motion_metrics(torch.cat([real, dark]), ds, num_real=4)}
+    assert set(recs) == {"motion_tracked_frac", "motion_bounce_fit_px"}
+    assert recs["motion_tracked_frac"]["value"] == pytest.approx(4 / 6)
+    assert recs["motion_tracked_frac"]["real_value"] == 1.0
+    alone = bounce_fit_error(real)["track_rms_px"]  # the error is over the 4 tracked clips only
+    assert recs["motion_bounce_fit_px"]["value"] == pytest.approx(alone)
+    none = {r["metric"]: r for r in motion_metrics(dark, None)}
+    assert none["motion_tracked_frac"]["value"] == 0.0
+    assert none["motion_bounce_fit_px"]["value"] is None and none["motion_bounce_fit_px"]["available"] is False

@@ -138,3 +138,44 @@ def test_audio_folder_config_takes_esc50_folds_from_the_command_line(tmp_path):
             "modality.dataset.label_file=meta/esc50.csv", "modality.dataset.folds=[5]"])
     ds = instantiate(cfg.modality.dataset)
     assert ds.num_classes == 3 and ds.labels == [1, 2]
+
+
+def test_esc50_eval_folds_become_the_heldout_reference(tmp_path, monkeypatch):
+    """``eval_folds=[5]``: fold 5 leaves training (even with folds=null) and is what every metric scores against."""
+    from modalities.splits import reference_for
+
+    monkeypatch.setenv("SELFFLOW_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "ESC-50-master"
+    _esc50(root, ESC_ROWS)
+    ds = AudioFolderDataset(root, 16000, 1600, crop="start", label_file="meta/esc50.csv", eval_folds=[5],
+                            progress=False)
+    assert [p.name for p, _ in ds.items] == ["1-1-A-0.wav", "1-2-A-2.wav", "2-1-A-1.wav", "4-1-A-0.wav"]
+    ref_root, description = reference_for(ds)
+    assert description.startswith("held-out split") and ref_root == ds.eval_root
+    ref = ds.reference_dataset()
+    # fold 5 has no dog; the reference still numbers its classes as training does (ESC-50: by target)
+    assert ref.class_names == ds.class_names == ["dog", "rooster", "pig"]
+    # the reference holds exactly fold 5, each file under its own class, read back with the right label
+    got = sorted((p.name.split("__")[-1], ref.class_names[y]) for p, y in ref.items)
+    assert got == [("5-1-A-1.wav", "rooster"), ("5-2-A-2.wav", "pig")]
+    pig = next(i for i, (p, _) in enumerate(ref.items) if p.name.endswith("5-2-A-2.wav"))
+    assert abs(float(ref[pig][0].abs().max()) - 0.3) < 1e-3  # the linked file is the pig clip (amplitude 0.3)
+    # folds given explicitly and overlapping: the evaluation folds still leave training
+    both = AudioFolderDataset(root, 16000, 1600, crop="start", label_file="meta/esc50.csv", folds=[1, 2, 4, 5],
+                              eval_folds=[5], progress=False)
+    assert [p.name for p, _ in both.items] == [p.name for p, _ in ds.items] and both.eval_root == ds.eval_root
+
+
+def test_eval_folds_errors_name_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFFLOW_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "ESC-50-master"
+    _esc50(root, ESC_ROWS)
+    kw = dict(sample_rate=16000, num_samples=1600, crop="start", progress=False)
+    with pytest.raises(ValueError, match="eval_folds needs a dataset.label_file"):
+        AudioFolderDataset(root / "audio", eval_folds=[5], **kw)
+    with pytest.raises(ValueError, match="eval_folds=.*leaves 0 training"):
+        AudioFolderDataset(root, label_file="meta/esc50.csv", folds=[5], eval_folds=[5], **kw)
+    with pytest.raises(ValueError, match="eval_root, eval_fraction or eval_folds, not several"):
+        AudioFolderDataset(root, label_file="meta/esc50.csv", eval_folds=[5], eval_fraction=0.5, **kw)
+    with pytest.raises(LabelFileError, match=r"no rows with fold in \['7'\]"):
+        AudioFolderDataset(root, label_file="meta/esc50.csv", eval_folds=[7], **kw)

@@ -61,5 +61,6 @@ def test_video_motion_metric_hook():
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["modality=video"])
     fn = instantiate(cfg.modality.metrics.motion)
-    out = fn(torch.rand(2, 16, 3, 32, 32) * 2 - 1)
-    assert {"bounce_fit_px", "mass_radius_px", "num_fake"} <= set(out)
+    records = fn(torch.rand(2, 16, 3, 32, 32) * 2 - 1)
+    assert [r["metric"] for r in records] == ["motion_tracked_frac", "motion_bounce_fit_px"]
+    assert {"bounce_fit_px", "mass_radius_px", "num_fake"} <= set(records[0]["details"])
