@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from core.transformer import SiT
 
 from .config import instantiate_with_objects, time_distribution, validate
+from .text_build import build_text, is_text
 
 log = logging.getLogger("run")
 
@@ -32,6 +33,9 @@ def build(cfg: DictConfig) -> dict:
                 mlp_ratio=m.mlp_ratio, num_classes=dataset.num_classes, learn_sigma=m.learn_sigma,
                 pos_axes=list(cfg.modality.pos_axes), grad_checkpointing=m.grad_checkpointing,
                 prediction=m.get("prediction", "v"))
+    text = build_text(cfg, dataset, tokenizer) if is_text(cfg) else None
+    if text:  # conditioning=text: captions replace the labels, TextSiT the SiT (docs/text_conditioning.md)
+        model = text["model"]
     if model.prediction == "v" and model.in_channels > model.hidden_size:
         log.warning("model.prediction=v with %d-value tokens and hidden_size=%d: the patch embedding cannot carry "
                     "the noise, so the velocity loss plateaus and samples stay noisy; use model.prediction=x "
@@ -46,4 +50,7 @@ def build(cfg: DictConfig) -> dict:
         if _accepts(target, key):
             objective_kwargs[key] = value
     objective = instantiate_with_objects(cfg.method.objective, **objective_kwargs)
-    return dict(dataset=dataset, tokenizer=tokenizer, writer=writer, model=model, objective=objective)
+    parts = dict(dataset=dataset, tokenizer=tokenizer, writer=writer, model=model, objective=objective)
+    if text:  # the class-labelled data set stays available for the domain metrics
+        parts.update(dataset=text["dataset"], base_dataset=dataset, prompts=text["prompts"])
+    return parts

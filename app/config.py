@@ -153,6 +153,8 @@ def instantiate_with_objects(node: DictConfig, **objects):
 def fingerprint(cfg: DictConfig) -> dict:
     """The settings a checkpoint must agree on to be resumed."""
     keys = ["model", "method.objective", "modality.name", "modality.tokenizer", "modality.pos_axes"]
+    if OmegaConf.select(cfg, "conditioning.kind") == "text":  # label runs keep their old fingerprint
+        keys.append("conditioning")
     out = {}
     for key in keys:
         value = OmegaConf.select(cfg, key)

@@ -19,8 +19,10 @@ class EvalHook:
     first evaluation; only on rank 0), for ``eval.json`` and the report.
     """
 
-    def __init__(self, cfg: DictConfig, sampler_cfg: SamplerConfig, dataset):
+    def __init__(self, cfg: DictConfig, sampler_cfg: SamplerConfig, dataset, extra_metrics=()):
         self.cfg, self.sampler_cfg, self.dataset = cfg, sampler_cfg, dataset
+        # callable(fake, labels) -> records, after the modality's metrics (text: prompt adherence)
+        self.extra_metrics = list(extra_metrics)
         self.results: list[dict] | None = None
 
     def __call__(self, trainer, step: int) -> dict:
@@ -52,6 +54,9 @@ class EvalHook:
                                device=str(trainer.device), limit_real=cfg.eval.get("limit_real"),
                                batch_size=int(cfg.eval.get("batch_size", 50)))
         results += modality_metrics(cfg, fake, self.dataset, protocol, labels)
+        for metric in self.extra_metrics:
+            results += [{**record, **{k: v for k, v in protocol.items() if k not in record}}
+                        for record in metric(fake, labels)]
         self.results = results
         return {r["metric"]: r["value"] for r in results if isinstance(r.get("value"), (int, float))}
 

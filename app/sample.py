@@ -38,6 +38,10 @@ def sample_task(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
 
     ck, s = cfg.checkpoint, cfg.sample
     out_dir = Path(dist_utils.broadcast_object(str(s.get("out_dir") or run_dir)))
+    if s.get("prompts"):  # a text-conditioned checkpoint sampled from a prompt file
+        from .text_sample import prompt_sample_task  # noqa: PLC0415
+
+        return prompt_sample_task(cfg, out_dir, device, is_main)
     if is_main:
         write_config(cfg, out_dir)
     try:

@@ -22,6 +22,7 @@ from .evaluation import EvalHook
 from .joint import is_joint, prepare_sample, train_joint, validate_joint
 from .sample import check as check_sample
 from .sample import sample_task
+from .text_eval import text_metrics
 from .tokenizer import train_tokenizer
 
 log = logging.getLogger("run")
@@ -77,13 +78,21 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -
     train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True))
     sampler_cfg = sampler_config(cfg)
     parts["tokenizer"].fit(parts["dataset"])
-    evaluator = EvalHook(cfg, sampler_cfg, parts["dataset"])
+    # text conditioning: the class-labelled data set for the domain metrics, and the prompt metrics
+    evaluator = EvalHook(cfg, sampler_cfg, parts.get("base_dataset", parts["dataset"]),
+                         extra_metrics=text_metrics(cfg, parts))
     trainer = Trainer(model=parts["model"], objective=parts["objective"], tokenizer=parts["tokenizer"],
                       dataset=parts["dataset"], cfg=train_cfg, run_dir=run_dir, sampler_cfg=sampler_cfg,
                       writer=parts["writer"], num_samples=int(cfg.sample.num_samples), sample_seed=int(cfg.sample.seed),
-                      config_fingerprint=fingerprint(cfg), hooks=[evaluator], device=device)
+                      config_fingerprint=fingerprint(cfg), hooks=[evaluator], device=device,
+                      prompts=parts.get("prompts"))
     summary = trainer.fit()
     assets = trainer.write_samples("final")
+    prompts = parts.get("prompts")
+    if prompts is not None and is_main and assets:  # which prompt each sample of the grid was made from
+        n = int(cfg.sample.num_samples)
+        assets["prompts"] = run_dir / "samples" / "final_prompts.txt"
+        assets["prompts"].write_text("".join(prompts.captions[i] + "\n" for i in prompts.indices(n)))
     trainer.run_hooks()
     if not is_main:
         return {**summary, "run_dir": str(run_dir)}
@@ -102,6 +111,9 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -
         "sampler": f"{sampler_cfg.method}, {sampler_cfg.num_steps} steps, cfg {sampler_cfg.cfg_scale}",
         "dataset": f"{len(parts['dataset'])} items, {len(skipped)} skipped", "commit": commit,
     }
+    if prompts is not None:
+        c = cfg.conditioning
+        report_summary["conditioning"] = f"text ({c.encoder} encoder, {c.arch} attention, text time {c.text_time})"
     if encoder is not None:
         report_summary["REPA encoder"] = getattr(encoder, "name", type(encoder).__name__)
     notes = [f"skipped unreadable file {p}: {why}" for p, why in skipped[:20]]

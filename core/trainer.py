@@ -153,6 +153,9 @@ class Trainer:
     hooks: list[Callable] = field(default_factory=list)
     config_fingerprint: dict = field(default_factory=dict)
     device: torch.device | None = None  # None: pick_device(cfg.device, local rank)
+    # Text conditioning: an object with take(n) -> (conditions (n, ...), class labels (n,)) that
+    # conditions generate()'s samples when no labels are given (app/text_build.py PromptSet).
+    prompts: object | None = None
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -520,6 +523,9 @@ class Trainer:
         """
         cfg = sampler_cfg or self.sampler_cfg
         model, coords, decode = self.sampling_parts(modality)
+        conditions = None
+        if labels is None and self.prompts is not None:  # captions; labels = their items' classes
+            conditions, labels = self.prompts.take(num_samples)
         if labels is None:  # balanced classes, in order, so grids read row by row
             labels = class_labels(num_samples, model.num_classes, "balanced")
         batch_size = batch_size or max(self.cfg.batch_size, 1)
@@ -529,7 +535,7 @@ class Trainer:
         for i, start in enumerate(range(0, num_samples, batch_size)):
             if i % ranks != rank:
                 continue
-            y = labels[start:start + batch_size]
+            y = (labels if conditions is None else conditions)[start:start + batch_size]
             with self._autocast():
                 x, nfe = generate_tokens(model, coords, y, cfg, seed, i)
             mine[i] = decode(x.float()).cpu()

@@ -134,27 +134,39 @@ def _check_image(path: Path) -> str | None:
 #################################################################################
 
 
-def _draw_shape(rng: np.random.Generator, shape: str, size: int,
-                radius: tuple[float, float] = (0.2, 0.32)) -> Image.Image:
-    """One scene, drawn at 4x and downsampled for anti-aliased edges.
+def shape_params(rng: np.random.Generator, shape: str, size: int,
+                 radius: tuple[float, float] = (0.2, 0.32)) -> dict:
+    """The random draws of one scene, in the generator's order (drawing space: 4x ``size``).
 
-    ``radius``: range of the shape's radius as a fraction of the side (centre to vertex).
+    ``bg``/``fg`` RGB 0-255, ``r`` radius and ``cx``/``cy`` centre in drawing pixels, ``angle``
+    (square, triangle). Captions (modalities/captions.py) are derived from these values.
     """
     s = 4 * size
     bg = tuple(int(c) for c in rng.integers(0, 96, 3))
     fg = tuple(int(c) for c in rng.integers(128, 256, 3))
-    img = Image.new("RGB", (s, s), bg)
-    draw = ImageDraw.Draw(img)
     r = rng.uniform(*radius) * s
     cx, cy = rng.uniform(r + 2, s - r - 2, 2)
+    angle = None
+    if shape == "square":
+        angle = rng.uniform(0, math.pi / 2)
+    elif shape == "triangle":
+        angle = rng.uniform(0, 2 * math.pi)
+    return {"shape": shape, "size": size, "bg": bg, "fg": fg, "r": float(r), "cx": float(cx), "cy": float(cy),
+            "angle": angle, "radius_range": tuple(radius)}
+
+
+def render_shape(p: dict) -> Image.Image:
+    """Draw the scene of :func:`shape_params` at 4x and downsample for anti-aliased edges."""
+    shape, size, fg, r, cx, cy, angle = p["shape"], p["size"], p["fg"], p["r"], p["cx"], p["cy"], p["angle"]
+    s = 4 * size
+    img = Image.new("RGB", (s, s), p["bg"])
+    draw = ImageDraw.Draw(img)
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fg)
     elif shape == "square":
-        angle = rng.uniform(0, math.pi / 2)
         pts = [(cx + r * math.cos(angle + k * math.pi / 2), cy + r * math.sin(angle + k * math.pi / 2)) for k in range(4)]
         draw.polygon(pts, fill=fg)
     elif shape == "triangle":
-        angle = rng.uniform(0, 2 * math.pi)
         pts = [(cx + r * math.cos(angle + k * 2 * math.pi / 3), cy + r * math.sin(angle + k * 2 * math.pi / 3)) for k in range(3)]
         draw.polygon(pts, fill=fg)
     elif shape == "cross":
@@ -164,6 +176,24 @@ def _draw_shape(rng: np.random.Generator, shape: str, size: int,
     else:
         raise ValueError(f"unknown shape {shape!r}")
     return img.resize((size, size), Image.LANCZOS)
+
+
+def _draw_shape(rng: np.random.Generator, shape: str, size: int,
+                radius: tuple[float, float] = (0.2, 0.32)) -> Image.Image:
+    """One scene: ``radius`` is the range of the shape's radius as a fraction of the side."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}")
+    return render_shape(shape_params(rng, shape, size, radius))
+
+
+def shapes_item_params(seed: int, per_class: int, image_size: int, radius=None) -> list[dict]:
+    """Generator parameters of every item of :func:`generate_shapes`, in folder order (class, index)."""
+    radius = DEFAULT_RADIUS if radius is None else tuple(radius)
+    out = []
+    for label, shape in enumerate(SHAPES):
+        rng = np.random.default_rng([seed, label])
+        out += [shape_params(rng, shape, image_size, radius) for _ in range(per_class)]
+    return out
 
 
 DEFAULT_RADIUS = (0.2, 0.32)

@@ -25,10 +25,16 @@ def at_least_fp32(x: Tensor) -> Tensor:
 
 
 def drop_labels(y: Tensor, prob: float, null_class: int, rng: BatchRandom = SINGLE_PROCESS) -> Tensor:
-    """Replace each label by the null class with probability ``prob`` (CFG training)."""
+    """Replace each label by the null class with probability ``prob`` (CFG training).
+
+    ``y`` may carry more axes per item (a caption's ids ``(B, L)`` or features ``(B, L, E)``): one
+    draw per item then replaces the whole item by ``null_class`` (0: the empty prompt). For class
+    labels ``(B,)`` the draws are the same as ever.
+    """
     if prob <= 0:
         return y
-    drop = rng.rand(y.shape, device=y.device) < prob
+    drop = rng.rand(y.shape[:1], device=y.device) < prob
+    drop = drop.view(-1, *([1] * (y.dim() - 1)))
     return torch.where(drop, torch.full_like(y, null_class), y)
 
 

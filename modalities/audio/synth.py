@@ -21,6 +21,7 @@ from modalities.splits import split_seed
 GENERATOR_VERSION = 1
 INSTRUMENTS = ("bell", "clarinet", "flute", "organ", "plucked", "strings")
 PENTATONIC = (0, 2, 4, 7, 9)
+BASE_NOTE = {"bell": 72, "plucked": 55, "strings": 55, "clarinet": 50, "flute": 72, "organ": 48}  # MIDI; notes go up to +21
 
 
 def _midi_hz(m: float) -> float:
@@ -81,16 +82,23 @@ def _note(inst: str, f0: float, n: int, sr: int, rng: np.random.Generator) -> np
     raise ValueError(f"unknown instrument {inst!r}; choose from {INSTRUMENTS}")
 
 
-def render(inst: str, rng: np.random.Generator, sample_rate: int, num_samples: int) -> np.ndarray:
-    """A clip: 1-4 notes of a pentatonic melody, peak-normalised to 0.7 (some headroom)."""
+def render(inst: str, rng: np.random.Generator, sample_rate: int, num_samples: int,
+           notes: list | None = None) -> np.ndarray:
+    """A clip: 1-4 notes of a pentatonic melody, peak-normalised to 0.7 (some headroom).
+
+    notes: when a list, each note's semitone step above the instrument's base (0-21) is appended
+    (the captions of modalities/captions.py read them; the draws are unchanged).
+    """
     n_notes = int(rng.integers(1, 5))
-    base = {"bell": 72, "plucked": 55, "strings": 55, "clarinet": 50, "flute": 72, "organ": 48}[inst]
+    base = BASE_NOTE[inst]
     bounds = np.sort(rng.choice(np.arange(1, 8), size=n_notes - 1, replace=False)) * num_samples // 8
     edges = np.concatenate([[0], bounds, [num_samples]]).astype(int)
     wave = np.zeros(num_samples)
     for i in range(n_notes):
         start, stop = edges[i], edges[i + 1]
         step = PENTATONIC[int(rng.integers(len(PENTATONIC)))] + 12 * int(rng.integers(0, 2))
+        if notes is not None:
+            notes.append(step)
         wave[start:stop] += _note(inst, _midi_hz(base + step), stop - start, sample_rate, rng)
     return 0.7 * wave / max(np.abs(wave).max(), 1e-8)
 

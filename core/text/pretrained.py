@@ -1,0 +1,110 @@
+"""Frozen pretrained text encoders (CLIP or T5) from a local directory, with a caption cache.
+
+Optional: needs ``transformers`` (``pip install -e ".[text]"``) and the files on disk; nothing is
+downloaded (``local_files_only``). Features are computed once per caption and cached by content
+hash (SHA-256 of the encoder's file digests, ``max_len`` and the caption) under
+``<cache>/text_features/``, like latents are: a frozen encoder never runs twice on one caption.
+
+The encoded layout is ``(L, 1 + E)`` per caption: channel 0 the valid-token flag, then the last
+hidden state -- what :class:`core.text.encoder.FeatureAdapter` reads; the empty prompt is zeros.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..io_utils import atomic_torch_save, cache_dir
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model")
+
+
+def check_encoder_dir(path) -> Path:
+    """The directory if it holds a loadable encoder, else FileNotFoundError naming the missing file."""
+    root = Path(str(path)).expanduser() if path else None
+    if root is None:
+        raise FileNotFoundError("conditioning.encoder=pretrained needs conditioning.pretrained_path=<local directory "
+                                "of a CLIP or T5 text encoder>; or use conditioning.encoder=offline")
+    if not root.is_dir():
+        raise FileNotFoundError(f"text encoder directory {root} does not exist (conditioning.pretrained_path)")
+    if not (root / "config.json").is_file():
+        raise FileNotFoundError(f"text encoder file {root / 'config.json'} is missing (conditioning.pretrained_path)")
+    if not any((root / f).is_file() for f in WEIGHT_FILES):
+        raise FileNotFoundError(f"text encoder weights {root / WEIGHT_FILES[0]} (or {', '.join(WEIGHT_FILES[1:])}) "
+                                f"are missing (conditioning.pretrained_path)")
+    if not any((root / f).is_file() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(f"text encoder tokenizer {root / TOKENIZER_FILES[0]} (or vocab.json + merges.txt, "
+                                f"spiece.model) is missing (conditioning.pretrained_path)")
+    return root
+
+
+def _dir_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(root.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+class PretrainedTextEncoder:
+    """``encode(captions) -> (B, max_len, 1 + E)`` with a CLIP or T5 text encoder, cached."""
+
+    def __init__(self, path, max_len: int = 77, cache_root: str | Path | None = None, device: str = "cpu"):
+        self.root = check_encoder_dir(path)
+        try:
+            import transformers  # noqa: PLC0415 -- optional extra
+        except ImportError:
+            raise ImportError('conditioning.encoder=pretrained needs transformers: pip install -e ".[text]"') from None
+        config = json.loads((self.root / "config.json").read_text())
+        kind = str(config.get("model_type", ""))
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.root), local_files_only=True)
+        if "t5" in kind:
+            self.model = transformers.T5EncoderModel.from_pretrained(str(self.root), local_files_only=True)
+        elif "clip" in kind:
+            self.model = transformers.CLIPTextModel.from_pretrained(str(self.root), local_files_only=True)
+        else:
+            raise ValueError(f"{self.root / 'config.json'}: model_type {kind!r} is neither a CLIP nor a T5 text encoder")
+        self.model = self.model.to(device).eval().requires_grad_(False)
+        self.device, self.max_len = device, int(max_len)
+        self.feature_dim = int(self.model.config.hidden_size if hasattr(self.model.config, "hidden_size")
+                               else self.model.config.d_model)
+        self.name = f"{kind}:{self.root.name}"
+        self.key = hashlib.sha256(f"{_dir_digest(self.root)}|{self.max_len}".encode()).hexdigest()[:16]
+
+        self.cache = Path(cache_dir("text_features", root=cache_root)) / self.key
+
+    def _path(self, caption: str) -> Path:
+        return self.cache / f"{hashlib.sha256(caption.encode()).hexdigest()[:32]}.pt"
+
+    @torch.no_grad()
+    def _run(self, captions: list[str]) -> Tensor:
+        batch = self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_len,
+                               return_tensors="pt").to(self.device)
+        hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].float()[..., None]
+        return torch.cat([mask, hidden.float() * mask], dim=-1).cpu()
+
+    def encode(self, captions: list[str], batch_size: int = 64) -> Tensor:
+        out: list[Tensor | None] = [None] * len(captions)
+        todo: list[str] = []
+        for i, c in enumerate(captions):
+            if c == "":
+                out[i] = torch.zeros(self.max_len, 1 + self.feature_dim)
+            elif self._path(c).is_file():
+                out[i] = torch.load(self._path(c), weights_only=True)
+            elif c not in todo:
+                todo.append(c)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        done = {}
+        for s in range(0, len(todo), batch_size):
+            batch = todo[s:s + batch_size]
+            for c, f in zip(batch, self._run(batch)):
+                done[c] = f.clone()
+                atomic_torch_save(done[c], self._path(c))
+        return torch.stack([o if o is not None else done[c] for o, c in zip(out, captions)])
