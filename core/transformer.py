@@ -282,6 +282,15 @@ class SiT(nn.Module):
             onehot = (group.unsqueeze(1) == levels[None, :, None]).to(rows.dtype)
         return Conditioning(rows=rows, index=index, levels_onehot=onehot)
 
+    def _last_block(self, channels: int, features_at: Sequence[int], stop_after: int | None) -> int:
+        """Check a forward call's token width and block indices; return the last block to run."""
+        if channels != self.in_channels:
+            raise ValueError(f"tokens have {channels} channels but the model expects in_channels={self.in_channels}")
+        last = self.depth if stop_after is None else stop_after
+        if not 1 <= last <= self.depth or any(not 1 <= k <= last for k in features_at):
+            raise ValueError(f"features_at={list(features_at)} / stop_after={stop_after} must lie in [1, {self.depth}]")
+        return last
+
     def forward_features(
         self,
         x: Tensor,
@@ -307,11 +316,7 @@ class SiT(nn.Module):
             stop_after: stop after this block (the truncated teacher); the velocity is then None.
         """
         B, N, C = x.shape
-        if C != self.in_channels:
-            raise ValueError(f"tokens have {C} channels but the model expects in_channels={self.in_channels}")
-        last = self.depth if stop_after is None else stop_after
-        if not 1 <= last <= self.depth or any(not 1 <= k <= last for k in features_at):
-            raise ValueError(f"features_at={list(features_at)} / stop_after={stop_after} must lie in [1, {self.depth}]")
+        last = self._last_block(C, features_at, stop_after)
         h = self.x_embedder(x) + self.pos_embed(coords, x.dtype, x.device)  # (B, N, D)
         cond = self.condition(t, y, N, group)
         feats: dict[int, Tensor] = {}

@@ -141,11 +141,7 @@ class TextSiT(SiT):
                          stop_after: int | None = None) -> tuple[Tensor | None, dict[int, Tensor]]:
         """As :meth:`SiT.forward_features`, with ``y`` the caption tensor; features are data tokens only."""
         B, N, C = x.shape
-        if C != self.in_channels:
-            raise ValueError(f"tokens have {C} channels but the model expects in_channels={self.in_channels}")
-        last = self.depth if stop_after is None else stop_after
-        if not 1 <= last <= self.depth or any(not 1 <= k <= last for k in features_at):
-            raise ValueError(f"features_at={list(features_at)} / stop_after={stop_after} must lie in [1, {self.depth}]")
+        last = self._last_block(C, features_at, stop_after)
         txt, txt_mask, pooled = self.encode_text(y)
         h = self.x_embedder(x) + self.pos_embed(coords, x.dtype, x.device)
         cond = self.condition(t, pooled, N, group)  # rows: t_emb + null_row + pooled (PooledTextEmbedder)
