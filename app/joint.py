@@ -30,6 +30,7 @@ from core.trainer import TrainConfig, read_metrics
 from .build import build
 from .config import ConfigError, fingerprint, sampler_config, validate, write_config
 from .evaluation import EvalHook
+from .repa_encoders import encoder_record
 
 log = logging.getLogger("run")
 
@@ -191,10 +192,8 @@ def train_joint(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
         write_config(cfg, run_dir)
         encoders = {m: getattr(p["objective"], "encoder", None) for m, p in parts["members"].items()}
         if any(e is not None for e in encoders.values()):
-            (run_dir / "encoder.json").write_text(json.dumps({m: {
-                "class": type(e).__name__, "name": getattr(e, "name", type(e).__name__), "feature_dim": e.feature_dim,
-                "weights_sha256": getattr(e, "weights_sha256", None)} for m, e in encoders.items() if e is not None},
-                indent=1))
+            (run_dir / "encoder.json").write_text(json.dumps(
+                {m: encoder_record(e) for m, e in encoders.items() if e is not None}, indent=1))
     train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True))
     for m in names:
         parts["tokenizer"].members[m].fit(parts["dataset"].members[m])

@@ -304,3 +304,9 @@ def offline_encoder(in_dim: int, modality: str, backbone: str = "auto", **kw) ->
     if backbone == "dinov2":
         return DINOv2TokenEncoder(in_dim, **pick("input_size", "weights_path", "cache_items", "pos_resample"), **video)
     return InceptionTokenEncoder(in_dim, **pick("layer", "input_size", "weights_path", "cache_items"), **video)
+
+
+def encoder_record(encoder) -> dict:
+    """What a run's ``encoder.json`` says of the network REPA really used ("auto" picks at run time)."""
+    return {"class": type(encoder).__name__, "name": getattr(encoder, "name", type(encoder).__name__),
+            "feature_dim": encoder.feature_dim, "weights_sha256": getattr(encoder, "weights_sha256", None)}

@@ -20,6 +20,7 @@ from .build import build
 from .config import ConfigError, fingerprint, requested_run_dir, sampler_config, validate, write_config
 from .evaluation import EvalHook
 from .joint import is_joint, prepare_sample, train_joint, validate_joint
+from .repa_encoders import encoder_record
 from .sample import check as check_sample
 from .sample import sample_task
 from .text_eval import text_metrics
@@ -68,9 +69,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -
         write_config(cfg, run_dir)
     encoder = getattr(parts["objective"], "encoder", None)
     if encoder is not None and is_main:  # which network REPA really used ("auto" picks at run time)
-        (run_dir / "encoder.json").write_text(json.dumps({
-            "class": type(encoder).__name__, "name": getattr(encoder, "name", type(encoder).__name__),
-            "feature_dim": encoder.feature_dim, "weights_sha256": getattr(encoder, "weights_sha256", None)}, indent=1))
+        (run_dir / "encoder.json").write_text(json.dumps(encoder_record(encoder), indent=1))
     declared = cfg.modality.get("num_classes")
     if declared is not None and declared != parts["dataset"].num_classes:
         raise ConfigError(f"modality.num_classes={declared} but the dataset has {parts['dataset'].num_classes} "

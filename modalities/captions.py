@@ -100,22 +100,13 @@ def shape_caption(a: dict) -> str:
 
 
 def _shapes_items(dataset) -> list[dict]:
-    from modalities.image import shape_params  # noqa: PLC0415
+    from modalities.image import SHAPES, shapes_item_params  # noqa: PLC0415
 
+    params = shapes_item_params(dataset.seed, dataset.per_class, dataset.image_size, dataset.radius)
     out = []
-    rngs: dict[str, tuple[np.random.Generator, int]] = {}
-    from modalities.image import SHAPES  # noqa: PLC0415
-
-    for path, _ in dataset.samples:  # files are <shape>/<shape>_<i>.png; replay that class's stream
+    for path, _ in dataset.samples:  # files are <shape>/<shape>_<i>.png, the i-th draw of that class
         shape, index = path.parent.name, int(path.stem.rsplit("_", 1)[1])
-        rng, done = rngs.get(shape, (np.random.default_rng([dataset.seed, SHAPES.index(shape)]), 0))
-        if index < done:
-            raise ValueError(f"{path}: items out of order; cannot replay the generator")
-        params = None
-        for _ in range(index - done + 1):
-            params = shape_params(rng, shape, dataset.image_size, dataset.radius)
-        rngs[shape] = (rng, index + 1)
-        out.append(shape_attributes(params))
+        out.append(shape_attributes(params[SHAPES.index(shape) * dataset.per_class + index]))
     return out
 
 

@@ -178,16 +178,11 @@ def render_shape(p: dict) -> Image.Image:
     return img.resize((size, size), Image.LANCZOS)
 
 
-def _draw_shape(rng: np.random.Generator, shape: str, size: int,
-                radius: tuple[float, float] = (0.2, 0.32)) -> Image.Image:
-    """One scene: ``radius`` is the range of the shape's radius as a fraction of the side."""
-    if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}")
-    return render_shape(shape_params(rng, shape, size, radius))
-
-
 def shapes_item_params(seed: int, per_class: int, image_size: int, radius=None) -> list[dict]:
-    """Generator parameters of every item of :func:`generate_shapes`, in folder order (class, index)."""
+    """Generator parameters of every item of :func:`generate_shapes`, in folder order (class, index).
+
+    The one definition of the draw order: the generator renders these, captions describe them.
+    """
     radius = DEFAULT_RADIUS if radius is None else tuple(radius)
     out = []
     for label, shape in enumerate(SHAPES):
@@ -213,13 +208,12 @@ def generate_shapes(root: Path, per_class: int, image_size: int, seed: int,
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         digest = hashlib.sha256()
-        for label, shape in enumerate(SHAPES):
+        for shape in SHAPES:
             (tmp / shape).mkdir()
-            rng = np.random.default_rng([seed, label])
-            for i in range(per_class):
-                path = tmp / shape / f"{shape}_{i:05d}.png"
-                _draw_shape(rng, shape, image_size, radius).save(path, format="PNG")
-                digest.update(path.read_bytes())
+        for k, params in enumerate(shapes_item_params(seed, per_class, image_size, radius)):
+            path = tmp / params["shape"] / f"{params['shape']}_{k % per_class:05d}.png"
+            render_shape(params).save(path, format="PNG")
+            digest.update(path.read_bytes())
         manifest = {"per_class": per_class, "image_size": image_size, "seed": seed, "classes": list(SHAPES),
                     "count": per_class * len(SHAPES), "sha256": digest.hexdigest()}
         if tuple(radius) != DEFAULT_RADIUS:  # absent for the default, so existing caches stay valid
@@ -279,7 +273,7 @@ class ShapesDataset(ImageFolderDataset):
                 log.warning("regenerating %s: %s", folder, problem)
             generate_shapes(folder, per_class, image_size, seed, radius)
         self.data_root, self.seed, self.heldout_per_class = root, int(seed), int(heldout_per_class)
-        self.radius = radius
+        self.per_class, self.radius = int(per_class), radius
         super().__init__(folder, image_size, verify=False)  # content hash already checked
 
     def split(self, name: str, per_class: int) -> "ShapesDataset":

@@ -139,8 +139,8 @@ def heldout_from_folds(root: Path, items: list, class_names: list[str], eval_fol
         eval_folds = [eval_folds]
     held, names = scan_labelled_files(root, extensions, label_file, kind=kind, folds=list(eval_folds), **label_options)
     held_pairs = [(path, names[label]) for path, label in held]  # class names come from every row
-    held = {Path(p).resolve() for p, _ in held_pairs}
-    train = [item for item in items if Path(item[0]).resolve() not in held]
+    held_paths = {Path(p).resolve() for p, _ in held_pairs}
+    train = [item for item in items if Path(item[0]).resolve() not in held_paths]
     if not held_pairs or not train:
         raise ValueError(f"modality.dataset.eval_folds={list(eval_folds)} leaves {len(train)} training and "
                          f"{len(held_pairs)} held-out files in {root}; choose evaluation folds that leave both non-empty")
