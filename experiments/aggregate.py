@@ -56,7 +56,11 @@ BETTER, WORSE, NO_DIFF, TOO_FEW = "better", "worse", "no detectable difference",
 
 
 def lower_is_better(metric: str) -> bool:
-    """Frechet distances (fid, sfid, fvd, fid_frame, fad_*, fd_*) and anything not listed as higher."""
+    """Frechet distances (fid, sfid, fvd, fid_frame, fad_*, fd_*) and anything not listed as higher.
+    Prompt adherence (``prompt_<attribute>_acc``, ``prompt_all_acc``) and CLIP score are accuracies /
+    similarities, so higher is better."""
+    if metric.startswith("prompt_") and metric.endswith("_acc") or metric == "clip_score":
+        return False
     return metric not in HIGHER_IS_BETTER
 
 
