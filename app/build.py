@@ -22,10 +22,15 @@ def _accepts(target: str, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def build(cfg: DictConfig) -> dict:
-    """Instantiate dataset, tokenizer, writer, model and objective from a composed config."""
+def build(cfg: DictConfig, dataset=None, text_parts: dict | None = None) -> dict:
+    """Instantiate dataset, tokenizer, writer, model and objective from a composed config.
+
+    A joint text run passes the member's ``dataset`` (already instantiated) and ``text_parts``
+    (``encoder``: the caption encoder shared by all members; ``captions``: the member's
+    ``(captions, attributes)``) to :func:`app.text_build.build_text`.
+    """
     validate(cfg)
-    dataset = instantiate(cfg.modality.dataset)
+    dataset = instantiate(cfg.modality.dataset) if dataset is None else dataset
     tokenizer = instantiate(cfg.modality.tokenizer)
     writer = instantiate(cfg.modality.writer)
     m = cfg.model
@@ -33,7 +38,7 @@ def build(cfg: DictConfig) -> dict:
                 mlp_ratio=m.mlp_ratio, num_classes=dataset.num_classes, learn_sigma=m.learn_sigma,
                 pos_axes=list(cfg.modality.pos_axes), grad_checkpointing=m.grad_checkpointing,
                 prediction=m.get("prediction", "v"))
-    text = build_text(cfg, dataset, tokenizer) if is_text(cfg) else None
+    text = build_text(cfg, dataset, tokenizer, **(text_parts or {})) if is_text(cfg) else None
     if text:  # conditioning=text: captions replace the labels, TextSiT the SiT (docs/text_conditioning.md)
         model = text["model"]
     if model.prediction == "v" and model.in_channels > model.hidden_size:

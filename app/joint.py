@@ -31,6 +31,8 @@ from .build import build
 from .config import ConfigError, fingerprint, sampler_config, validate, write_config
 from .evaluation import EvalHook
 from .repa_encoders import encoder_record
+from .text_build import is_text
+from .text_eval import text_metrics
 
 log = logging.getLogger("run")
 
@@ -124,7 +126,14 @@ def build_joint(cfg: DictConfig) -> dict:
     """Every active member built as its single-modality run would be, then tied into one model."""
     validate_joint(cfg)
     names = active_members(cfg)
-    members = {m: build(member_config(cfg, m)) for m in names}
+    if is_text(cfg):  # one caption encoder over every member's captions (app/joint_text.py)
+        from .joint_text import joint_text_parts  # noqa: PLC0415
+
+        mcfgs = {m: member_config(cfg, m) for m in names}
+        datasets, text = joint_text_parts(cfg, mcfgs)
+        members = {m: build(mcfgs[m], datasets[m], text[m]) for m in names}
+    else:
+        members = {m: build(member_config(cfg, m)) for m in names}
     model = JointSiT({m: p["model"] for m, p in members.items()})
     objective = JointObjective({m: p["objective"] for m, p in members.items()}, loss_weights(cfg))
     return dict(members=members, model=model, objective=objective,
@@ -151,11 +160,11 @@ class JointEvalHook:
     :attr:`results` is ``{member: [records]}`` (for eval.json); the hook returns ``member/metric``.
     """
 
-    def __init__(self, cfg: DictConfig, names: list[str], datasets: dict):
+    def __init__(self, cfg: DictConfig, names: list[str], datasets: dict, extra_metrics: dict | None = None):
         self.hooks = {}
-        for m in names:
+        for m in names:  # extra_metrics: text runs' prompt adherence, per member
             mcfg = member_config(cfg, m)
-            self.hooks[m] = EvalHook(mcfg, sampler_config(mcfg), datasets[m])
+            self.hooks[m] = EvalHook(mcfg, sampler_config(mcfg), datasets[m], (extra_metrics or {}).get(m, ()))
         self.results: dict[str, list[dict]] | None = None
 
     def __call__(self, trainer, step: int) -> dict:
@@ -198,15 +207,22 @@ def train_joint(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
     for m in names:
         parts["tokenizer"].members[m].fit(parts["dataset"].members[m])
     sampler_cfgs = {m: sampler_config(member_config(cfg, m)) for m in names}
-    evaluator = JointEvalHook(cfg, names, parts["dataset"].members)
+    members = parts["members"]  # text: the class-labelled data sets and prompt metrics, as app.tasks.train
+    evaluator = JointEvalHook(cfg, names, {m: members[m].get("base_dataset", members[m]["dataset"]) for m in names},
+                              {m: text_metrics(member_config(cfg, m), members[m]) for m in names})
     trainer = JointTrainer(model=parts["model"], objective=parts["objective"], tokenizer=parts["tokenizer"],
                            dataset=parts["dataset"], cfg=train_cfg, run_dir=run_dir,
                            sampler_cfg=sampler_cfgs[names[0]], writer=None, num_samples=int(cfg.sample.num_samples),
                            sample_seed=int(cfg.sample.seed), config_fingerprint=joint_fingerprint(cfg),
                            hooks=[evaluator], device=device, schedule=parts["schedule"], writers=parts["writers"],
-                           sampler_cfgs=sampler_cfgs)
+                           sampler_cfgs=sampler_cfgs,
+                           member_prompts={m: members[m]["prompts"] for m in names if members[m].get("prompts")})
     summary = trainer.fit()
     assets = trainer.write_samples("final")
+    if is_main and assets:  # text: which prompt each member's sample was made from
+        for m, prompts in trainer.member_prompts.items():
+            path = assets[f"{m}_prompts"] = run_dir / "samples" / m / "final_prompts.txt"
+            path.write_text("".join(prompts.captions[i] + "\n" for i in prompts.indices(int(cfg.sample.num_samples))))
     trainer.run_hooks()
     if not is_main:
         return {**summary, "run_dir": str(run_dir)}
@@ -227,6 +243,10 @@ def train_joint(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
                              for m, s in sampler_cfgs.items()),
         "dataset": ", ".join(f"{m} {len(d)} items" for m, d in parts["dataset"].members.items()), "commit": commit,
     }
+    if is_text(cfg):
+        c = cfg.conditioning
+        report_summary["conditioning"] = (f"text ({c.encoder} encoder shared by {', '.join(names)}, {c.arch} "
+                                          f"attention, text time {c.text_time})")
     flat = None if evals is None else [{**r, "metric": f"{m}/{r['metric']}"} for m, recs in evals.items() for r in recs]
     write_report(run_dir, f"{cfg.method.name} on joint ({', '.join(names)})", report_summary,
                  read_metrics(run_dir / "metrics.jsonl"), assets, flat, [])

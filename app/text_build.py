@@ -83,12 +83,19 @@ class CaptionEncoder:
         return self.pretrained.encode(captions)
 
 
-def build_text(cfg: DictConfig, dataset, tokenizer) -> dict:
-    """``{dataset, model, prompts, base_dataset, encoder}`` for a text-conditioned run."""
+def build_text(cfg: DictConfig, dataset, tokenizer, encoder: CaptionEncoder | None = None,
+               captions: tuple[list[str], list[dict] | None] | None = None) -> dict:
+    """``{dataset, model, prompts, base_dataset, encoder}`` for a text-conditioned run.
+
+    ``encoder`` and ``captions`` (``(captions, attributes)`` of ``dataset``) come from a joint run,
+    whose members share one encoder built over all their captions (app/joint_text.py).
+    """
     c, m = cfg.conditioning, cfg.model
-    captions, attributes = dataset_captions(dataset, c.get("captions_csv"), c.get("path_column", "path"),
-                                            c.get("caption_column", "caption"))
-    encoder = CaptionEncoder(c, captions, cfg.get("cache_dir"))
+    if captions is None:
+        captions = dataset_captions(dataset, c.get("captions_csv"), c.get("path_column", "path"),
+                                    c.get("caption_column", "caption"))
+    captions, attributes = captions
+    encoder = encoder or CaptionEncoder(c, captions, cfg.get("cache_dir"))
     text_dataset = CaptionedDataset(dataset, captions, encoder(captions), attributes)
     kwargs = dict(vocab=encoder.vocab.tokens) if encoder.vocab is not None else dict(
         feature_dim=encoder.pretrained.feature_dim)

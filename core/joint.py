@@ -161,12 +161,14 @@ class JointTrainer(Trainer):
     :class:`JointTokenizer` and :class:`JointData`; a step's batch is ``((modality, raw), y)``.
 
     Extra fields: ``schedule`` (the step -> member rule), ``writers`` and ``sampler_cfgs`` per
-    member (each member samples with its own shift and CFG scale).
+    member (each member samples with its own shift and CFG scale), ``member_prompts`` per member
+    (text conditioning: each member's samples follow its own held-out captions).
     """
 
     schedule: ModalitySchedule | None = None
     writers: dict = field(default_factory=dict)
     sampler_cfgs: dict = field(default_factory=dict)
+    member_prompts: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.schedule is None:
@@ -204,6 +206,9 @@ class JointTrainer(Trainer):
                                   for m in self.schedule.names}
         state["modality_probabilities"] = dict(self.schedule.probabilities)
         return state
+
+    def prompts_for(self, modality: str | None = None):
+        return self.member_prompts.get(modality)
 
     def sampling_parts(self, modality: str | None = None):
         if modality not in self.member_coords:

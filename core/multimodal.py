@@ -12,6 +12,12 @@ joint model's (no copy), so a member runs exactly the single-modality forward, a
 export as a plain single-modality SiT checkpoint (:func:`export_member`, ``e_m`` folded into the
 label table). Views are not registered submodules: the joint ``state_dict`` holds every weight once.
 
+Text conditioning (members are :class:`core.text.model.TextSiT`, docs/joint_training.md): the text
+encoder (offline word encoder over the union of the members' captions, or the pretrained features'
+adapter), the pooled-text MLP and the text stream inside every block (joint attention's text QKV,
+MLP and adaLN, or cross-attention) are shared like the rest of the trunk; the per-member "label
+table" is the text model's single null row, to which ``e_m`` is added as to a label row.
+
 Objectives and samplers receive a :class:`MemberModel`, a callable that routes through the joint
 model's ``__call__`` (so DDP/FSDP2 hooks on the root module run) and answers ``null_class``,
 ``num_classes``, ``in_channels``... for its member.
@@ -23,6 +29,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
+from .text.model import PooledTextEmbedder, TextSiT
 from .transformer import SiT
 
 
@@ -42,7 +49,10 @@ class ModalityLabelEmbedder(nn.Module):
         return self.labels.null_class
 
     def forward(self, y: Tensor) -> Tensor:
-        return self.labels(y) + self.modality_embed.weight[self.index]
+        e = self.modality_embed.weight[self.index]
+        if isinstance(self.labels, PooledTextEmbedder):  # y is the pooled text vector (B, D)
+            return self.labels(y, offset=e)
+        return self.labels(y) + e
 
 
 class JointSiT(nn.Module):
@@ -68,6 +78,17 @@ class JointSiT(nn.Module):
             diff = [k for k in trunk if getattr(sit, k) != getattr(first, k)]
             if diff:
                 raise ValueError(f"member {name!r} differs from {names[0]!r} in the shared trunk ({diff})")
+        texts = {name: isinstance(sit, TextSiT) for name, sit in members.items()}
+        if len(set(texts.values())) > 1:
+            raise ValueError(f"members mix text and label conditioning ({texts}); all or none must be TextSiT")
+        self.is_text = texts[names[0]]
+        if self.is_text:
+            ref = first.arch_config()["text"]
+            for name, sit in members.items():
+                diff = sorted(k for k, v in sit.arch_config()["text"].items() if ref[k] != v)
+                if diff:
+                    raise ValueError(f"member {name!r} differs from {names[0]!r} in the shared text settings {diff}; "
+                                     "build every member with one caption encoder (app.joint.build_joint)")
         self.names = names
         self.hidden_size, self.depth = first.hidden_size, first.depth
         self.t_embedder = first.t_embedder
@@ -78,9 +99,13 @@ class JointSiT(nn.Module):
         self.x_embedders = nn.ModuleDict({n: m.x_embedder for n, m in members.items()})
         self.label_embedders = nn.ModuleDict({n: m.y_embedder for n, m in members.items()})
         self.out_projs = nn.ModuleDict({n: m.final_layer.linear for n, m in members.items()})
+        if self.is_text:  # one text encoder and pooled-text MLP for every member (the blocks hold the stream)
+            self.text_encoder, self.pooled_mlp = first.text_encoder, first.pooled_mlp
         views = {}
         for i, (name, sit) in enumerate(members.items()):
             sit.t_embedder, sit.blocks = self.t_embedder, self.blocks
+            if self.is_text:
+                sit.text_encoder, sit.pooled_mlp = self.text_encoder, self.pooled_mlp
             sit.final_layer.adaLN_modulation = self.final_adaLN
             sit.y_embedder = ModalityLabelEmbedder(self.label_embedders[name], self.modality_embed, i)
             views[name] = sit
@@ -142,8 +167,8 @@ class MemberModel:
 def export_member(joint_state: Mapping[str, Tensor], arch: Mapping, name: str) -> tuple[dict, dict]:
     """``(SiT state dict, SiT arch_config)`` of member ``name`` from a joint state dict.
 
-    The result loads into a plain single-modality :class:`SiT` and gives exactly the member's
-    velocity: the modality embedding is folded into the member's label table (it is added to every
+    The result loads into a plain single-modality :class:`SiT` (a :class:`TextSiT` for a text
+    model: ``arch`` then holds ``text``) and gives exactly the member's velocity: the modality embedding is folded into the member's label table (it is added to every
     label row, the null row included).
     """
     members = arch.get("members") or {}
@@ -152,7 +177,7 @@ def export_member(joint_state: Mapping[str, Tensor], arch: Mapping, name: str) -
     index = list(members).index(name)
     out = {}
     for key, value in joint_state.items():
-        if key.startswith(("t_embedder.", "blocks.")):
+        if key.startswith(("t_embedder.", "blocks.", "text_encoder.", "pooled_mlp.")):  # text: shared, kept
             out[key] = value
         elif key.startswith("final_adaLN."):
             out["final_layer.adaLN_modulation." + key[len("final_adaLN."):]] = value
@@ -168,8 +193,8 @@ def export_member(joint_state: Mapping[str, Tensor], arch: Mapping, name: str) -
 
 
 def build_member_sit(state: Mapping[str, Tensor], arch: Mapping) -> SiT:
-    """A SiT from :func:`export_member`'s pair (tests, the single-modality sampler)."""
-    model = SiT(**arch)
+    """A SiT (TextSiT) from :func:`export_member`'s pair (tests, the single-modality sampler)."""
+    model = TextSiT.from_arch_config(dict(arch)) if "text" in arch else SiT(**arch)
     model.load_state_dict(state)
     return model.eval()
 

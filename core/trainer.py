@@ -513,6 +513,10 @@ class Trainer:
             raise ValueError(f"modality={modality!r}: this run trains a single modality")
         return self.ema.model, self.coords, self.tokenizer.decode
 
+    def prompts_for(self, modality: str | None = None):
+        """The prompt set that conditions ``generate``'s samples (None: class labels); per member in joint runs."""
+        return self.prompts
+
     @torch.no_grad()
     def generate(self, num_samples: int, seed: int, sampler_cfg: SamplerConfig | None = None,
                  batch_size: int | None = None, labels: torch.Tensor | None = None, modality: str | None = None):
@@ -523,9 +527,9 @@ class Trainer:
         """
         cfg = sampler_cfg or self.sampler_cfg
         model, coords, decode = self.sampling_parts(modality)
-        conditions = None
-        if labels is None and self.prompts is not None:  # captions; labels = their items' classes
-            conditions, labels = self.prompts.take(num_samples)
+        conditions, prompts = None, self.prompts_for(modality)
+        if labels is None and prompts is not None:  # captions; labels = their items' classes
+            conditions, labels = prompts.take(num_samples)
         if labels is None:  # balanced classes, in order, so grids read row by row
             labels = class_labels(num_samples, model.num_classes, "balanced")
         batch_size = batch_size or max(self.cfg.batch_size, 1)

@@ -59,8 +59,12 @@ class PooledTextEmbedder(nn.Module):
     def null_class(self) -> int:
         return PAD
 
-    def forward(self, pooled: Tensor) -> Tensor:
-        return self.embedding_table.weight[0] + pooled
+    def forward(self, pooled: Tensor, offset: Tensor | None = None) -> Tensor:
+        """``null_row + pooled``; a joint model's modality embedding comes in as ``offset`` and is added
+        to the row first, ``(null_row + offset) + pooled``, the very sum an exported member computes
+        with the embedding folded into its row (bit-exact export, core/multimodal.py)."""
+        row = self.embedding_table.weight[0]
+        return (row if offset is None else row + offset) + pooled
 
 
 def text_level(t: Tensor, group: Tensor | None, mode: str) -> Tensor:
