@@ -30,8 +30,8 @@ def member_captions(name: str, dataset, c: DictConfig) -> tuple[list[str], list[
         return dataset_captions(dataset, None, c.get("path_column", "path"), c.get("caption_column", "caption"))
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"modality.members.{name}: conditioning=text needs a caption for every item of member "
-                          f"{name!r} ({type(dataset).__name__}), and {exc}; add the captions (a <file>.txt beside "
-                          f"each item) or leave the member out with modality.weights.{name}=0") from None
+                          f"{name!r} ({type(dataset).__name__}): {exc}. Add the captions (a <file>.txt beside each "
+                          f"item) or leave the member out with modality.weights.{name}=0") from None
 
 
 def joint_text_parts(cfg: DictConfig, member_cfgs: dict[str, DictConfig]) -> tuple[dict, dict]:

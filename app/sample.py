@@ -51,8 +51,9 @@ def sample_task(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
                                       prediction=cfg.model.get("prediction", "auto"))  # our checkpoints' stored values win
     except ValueError:
         from .joint import joint_checkpoint_hint  # noqa: PLC0415 -- only on this error path
+        from .text_sample import text_checkpoint_hint  # noqa: PLC0415
 
-        hint = joint_checkpoint_hint(ck.path, cfg.modality.name)
+        hint = joint_checkpoint_hint(ck.path, cfg.modality.name) or text_checkpoint_hint(ck.path)
         if hint:
             raise ConfigError(hint) from None
         raise

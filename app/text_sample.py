@@ -45,6 +45,18 @@ def load_text_model(path, prefer: str = "ema") -> tuple[TextSiT, dict, Path]:
     return model.eval(), state, file
 
 
+def text_checkpoint_hint(path) -> str | None:
+    """The fix, when a text-conditioned checkpoint was sampled without prompts (else None)."""
+    try:
+        state = load_checkpoint(resolve_checkpoint(path))
+    except Exception:
+        return None
+    if "text" not in (state.get("model_config") or {}):
+        return None
+    return (f"checkpoint.path={path} is text-conditioned: sample it from prompts with sample.prompts=<file, one "
+            f"prompt per line> (and sample.per_prompt=N)")
+
+
 def prompt_sample_task(cfg: DictConfig, out_dir: Path, device: torch.device, is_main: bool) -> dict:
     s = cfg.sample
     try:
