@@ -1,6 +1,8 @@
 """The joint model with text conditioning: one text encoder and text stream shared by every member,
 per-member projections, the empty prompt as the joint class-free path, bit-exact member export."""
 
+import copy
+
 import pytest
 import torch
 
@@ -60,6 +62,8 @@ def test_the_text_path_is_shared_and_stored_once():
     assert sum(k.startswith("text_encoder.embed.") for k in keys) == 1
     assert len({p.data_ptr() for p in model.parameters()}) == len(list(model.parameters()))
     assert [k for k in keys if "label_embedders" in k] == [f"label_embedders.{m}.embedding_table.weight" for m in WIDTHS]
+    ema = copy.deepcopy(model)  # the EMA teacher keeps the sharing, on its own copy
+    assert ema.view("audio").text_encoder is ema.text_encoder and ema.text_encoder is not model.text_encoder
 
 
 @pytest.mark.parametrize("arch", ["joint", "cross"])
