@@ -209,3 +209,18 @@ def test_sampling_a_joint_text_checkpoint_without_prompts_says_how(compose, tmp_
     with pytest.raises(ConfigError, match=r"is text-conditioned: sample it from prompts with sample.prompts="):
         run.main(compose(SMALL + ["task=sample", f"checkpoint.path={joint_text_run}", "sample.modality=image",
                                   f"run_dir={tmp_path}"]))
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(compose, tmp_path, free_port):
+    args = SMALL + ["method=selfflow", "train.steps=4", "train.batch_size=4"]
+    run.main(compose(args + [f"run_dir={tmp_path / 'one'}"]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}",
+           "run.py", *args, f"run_dir={tmp_path / 'two'}"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
+    for part in ("model", "objective"):
+        for k, v in one[part].items():
+            torch.testing.assert_close(two[part][k], v, rtol=1e-5, atol=1e-6, msg=f"{part}.{k}")
