@@ -171,6 +171,9 @@ class JointTrainer(Trainer):
     evaluation batches stay ``cfg.batch_size``.
     """
 
+    #: train.compile: one static graph per member (its own token count and batch size) instead of
+    #: a shape-generic recompile when the second member arrives (slower to build, no faster to run)
+    compile_dynamic = False
     schedule: ModalitySchedule | None = None
     writers: dict = field(default_factory=dict)
     sampler_cfgs: dict = field(default_factory=dict)

@@ -156,6 +156,8 @@ class Trainer:
     # Text conditioning: an object with take(n) -> (conditions (n, ...), class labels (n,)) that
     # conditions generate()'s samples when no labels are given (app/text_build.py PromptSet).
     prompts: object | None = None
+    #: torch.compile's ``dynamic``: None lets it decide (one shape per run here); a joint run sets False
+    compile_dynamic = None
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -206,7 +208,7 @@ class Trainer:
             # teacher's truncated forward, heads and losses; backward through AOTAutograd. The
             # optimiser (fused AdamW) and the EMA update (a foreach lerp) are multi-tensor kernels
             # already. The modules are untouched, so state dicts and checkpoints are unaffected.
-            self._loss_fn = torch.compile(self.train_module, mode=self.cfg.compile_mode)
+            self._loss_fn = torch.compile(self.train_module, mode=self.cfg.compile_mode, dynamic=self.compile_dynamic)
         else:
             self._loss_fn = self.train_module
         self._ema_update = self.ema.update
