@@ -258,7 +258,8 @@ def train_joint(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
         "sampling probabilities": ", ".join(f"{m} {p:.3f}" for m, p in parts["schedule"].probabilities.items()),
         "loss weights": ", ".join(f"{m} {w:g}" for m, w in parts["objective"].loss_weights.items()),
         "batch size": (train_cfg.batch_size if set(member_batches.values()) == {train_cfg.batch_size} else
-                       ", ".join(f"{m} {b}" for m, b in member_batches.items())), "wall time (this run)": f"{summary['wall_s']:.1f} s",
+                       ", ".join(f"{m} {b}" for m, b in member_batches.items())),
+        "wall time (this run)": f"{summary['wall_s']:.1f} s",
         "samples/s": summary["samples_per_s"],
         "sampler": "; ".join(f"{m}: {s.method}, {s.num_steps} steps, cfg {s.cfg_scale}, shift {s.shift}"
                              for m, s in sampler_cfgs.items()),
