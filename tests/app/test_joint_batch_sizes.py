@@ -120,7 +120,8 @@ def test_resume_recounts_each_members_position_in_its_own_batches(compose, tmp_p
     lengths = {"image": 64, "video": 40, "audio": 24}
     assert full["data_position"] == resumed["data_position"] == {
         m: data_position(counts[m], lengths[m], SIZES[m]) for m in SIZES}
-    assert counts["image"] > 2 and counts["audio"] > 1  # both wrapped into a new epoch before step 10
+    before = ModalitySchedule({m: 1 for m in SIZES}, 0).counts_before(5)
+    assert before["image"] >= 2 and before["audio"] >= 1  # both finished an epoch before the resume at step 5
 
 
 @pytest.mark.slow
