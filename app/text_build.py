@@ -91,7 +91,7 @@ def build_text(cfg: DictConfig, dataset, tokenizer) -> dict:
     encoder = CaptionEncoder(c, captions, cfg.get("cache_dir"))
     text_dataset = CaptionedDataset(dataset, captions, encoder(captions), attributes)
     kwargs = dict(vocab=encoder.vocab.tokens) if encoder.vocab is not None else dict(
-        feature_dim=encoder.pretrained.feature_dim)
+        feature_dim=encoder.pretrained.feature_dim, pretrained_encoder=encoder.pretrained.identity())
     model = TextSiT(in_channels=tokenizer.token_dim, hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads,
                     mlp_ratio=m.mlp_ratio, learn_sigma=m.learn_sigma, pos_axes=list(cfg.modality.pos_axes),
                     grad_checkpointing=m.grad_checkpointing, prediction=m.get("prediction", "v"),
@@ -148,5 +148,15 @@ def encode_prompts(model: TextSiT, prompts: list[str], cfg: DictConfig) -> Tenso
         return vocab.encode(prompts, model.max_text_len)
     from core.text.pretrained import PretrainedTextEncoder  # noqa: PLC0415
 
-    return PretrainedTextEncoder(cfg.conditioning.pretrained_path, model.max_text_len, cfg.get("cache_dir")).encode(prompts)
+    trained = model.pretrained_encoder or {}
+    path = cfg.conditioning.get("pretrained_path") or trained.get("path")  # default: where training read it
+    encoder = PretrainedTextEncoder(path, model.max_text_len, cfg.get("cache_dir"))
+    if trained.get("key") and encoder.key != trained["key"]:
+        raise ValueError(f"conditioning.pretrained_path={encoder.root} holds another text encoder than the checkpoint "
+                         f"was trained with ({trained.get('name')} at {trained.get('path')}, content key "
+                         f"{trained['key']}, here {encoder.key}); point it at that encoder's files")
+    if encoder.feature_dim != model.feature_dim:
+        raise ValueError(f"conditioning.pretrained_path={encoder.root}: features of width {encoder.feature_dim}, "
+                         f"the checkpoint expects {model.feature_dim}")
+    return encoder.encode(prompts)
 

@@ -125,6 +125,10 @@ class PretrainedTextEncoder:
                                   .encode()).hexdigest()[:16]
         self.cache = features / self.key
 
+    def identity(self) -> dict:
+        """``{name, key, path}``: what a checkpoint records of the encoder its features came from."""
+        return {"name": self.name, "key": self.key, "path": str(self.root)}
+
     def _path(self, caption: str) -> Path:
         return self.cache / f"{hashlib.sha256(caption.encode()).hexdigest()[:32]}.pt"
 

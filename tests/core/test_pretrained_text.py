@@ -66,4 +66,32 @@ def test_a_few_training_steps_with_a_pretrained_encoder(compose, encoders, tmp_p
 
     text = load_checkpoint(tmp_path / "run")["model_config"]["text"]
     assert text["vocab"] is None and text["feature_dim"] == 16 and text["max_text_len"] == 16
+    assert text["pretrained_encoder"]["key"] == PretrainedTextEncoder(encoders[name], 16).key
     assert (tmp_path / "run" / "samples" / "final_grid.png").is_file()
+
+    # sampling from a prompt file: the checkpoint remembers its encoder, another one is refused
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a large red circle\na small blue cross\n")
+    sample = TEXT + ["task=sample", f"checkpoint.path={tmp_path / 'run'}", f"sample.prompts={prompts}",
+                     "sample.per_prompt=2", "sample.cfg_scale=2.0"]
+    out = run.main(compose(sample + [f"run_dir={tmp_path / 'sample'}"]))
+    assert out["num_samples"] == 4 and (tmp_path / "sample" / "prompts_grid.png").is_file()
+    other = "clip_text" if name == "t5" else "t5"
+    with pytest.raises(run.ConfigError, match="holds another text encoder than the checkpoint") as err:
+        run.main(compose(sample + [f"run_dir={tmp_path / 'sample2'}", f"conditioning.pretrained_path={encoders[other]}"]))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_tokenizer_or_unknown_model_type_is_one_clear_line(compose, encoders, tmp_path):
+    broken = shutil.copytree(encoders["t5"], tmp_path / "t5")
+    (broken / "tokenizer.json").unlink()
+    cfg = compose(TEXT + [f"run_dir={tmp_path / 'run'}", "conditioning.encoder=pretrained",
+                          f"conditioning.pretrained_path={broken}"])
+    with pytest.raises(run.ConfigError, match=r"tokenizer .*t5/tokenizer.json .*is missing") as err:
+        run.main(cfg)
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+    bert = shutil.copytree(encoders["t5"], tmp_path / "bert")
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match=r"bert/config.json: model_type 'bert' is neither a CLIP nor a T5") as err:
+        PretrainedTextEncoder(bert, cache_root=tmp_path)
+    assert "\n" not in str(err.value)
