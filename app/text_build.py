@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
+import torch
 from torch import Tensor
 
 from core.text.model import TextSiT
@@ -34,6 +35,8 @@ class PromptSet:
     conditions: Tensor
     classes: Tensor
     attributes: list[dict] | None = None
+    source: object = None  # the data set the captions describe (held-out split, else training set)
+    items: list[int] | None = None  # prompt i is the caption of source[items[i]]
 
     def indices(self, n: int) -> list[int]:
         return [i % len(self.captions) for i in range(n)]
@@ -45,6 +48,15 @@ class PromptSet:
 
     def attributes_of(self, n: int) -> list[dict] | None:
         return None if self.attributes is None else [self.attributes[i] for i in self.indices(n)]
+
+    def real_items(self, n: int) -> tuple[Tensor, list[str]] | None:
+        """The real items behind the first ``n`` prompts (each once) with their captions, ``None``
+        without a source: the data's own score for metrics that compare samples with prompts."""
+        if self.source is None or self.items is None:
+            return None
+        idx = list(range(min(n, len(self.captions))))
+        x = torch.stack([torch.as_tensor(self.source[self.items[i]][0]) for i in idx])
+        return x, [self.captions[i] for i in idx]
 
 
 def interleave_classes(classes: Tensor) -> list[int]:
@@ -122,7 +134,8 @@ def prompt_set(dataset, encoder: CaptionEncoder, c: DictConfig, cfg: DictConfig)
         order = order[: int(c.num_prompts)]
     captions = [captions[i] for i in order]
     return PromptSet(captions=captions, conditions=encoder(captions), classes=classes[order],
-                     attributes=None if attributes is None else [attributes[i] for i in order])
+                     attributes=None if attributes is None else [attributes[i] for i in order],
+                     source=source, items=order)
 
 
 def read_prompts(path) -> list[str]:

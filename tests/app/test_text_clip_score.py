@@ -1,0 +1,42 @@
+"""``eval.metrics=[clip_score]`` in a text-conditioned run: scored with a local CLIP directory
+(``eval.clip_path``), an "unavailable" record without one, refused for label runs."""
+
+import json
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+
+import run  # noqa: E402
+from tiny_hf_models import tiny_clip  # noqa: E402
+
+TEXT = ["conditioning=text", "model=micro", "train=smoke", "sample.num_samples=4", "sample.num_steps=3",
+        "modality=image", "modality.dataset.per_class=8", "modality.dataset.heldout_per_class=4", "method=fm",
+        "eval.num_samples=6", "eval.metrics=[clip_score]"]
+
+
+def _records(run_dir):
+    return {r["metric"]: r for r in json.loads((run_dir / "eval.json").read_text())}
+
+
+@pytest.mark.slow
+def test_text_run_reports_clip_score_with_real_value(compose, tmp_path, monkeypatch):
+    monkeypatch.delenv("SELFFLOW_WEIGHTS_CLIP", raising=False)
+    clip = tiny_clip(tmp_path / "my-clip", image_size=32)  # the 16 x 16 samples are resized to 32
+    run.main(compose(TEXT + [f"run_dir={tmp_path / 'run'}", f"eval.clip_path={clip}"]))
+    records = _records(tmp_path / "run")
+    r = records["clip_score"]
+    assert 0.0 <= r["value"] <= 100.0 and 0.0 <= r["real_value"] <= 100.0
+    assert r["n_fake"] == 6 and r["n_real"] == 6 and r["model"] == "my-clip" and r["step"] == 6
+    assert "prompt_shape_acc" in records and "fid" not in records  # clip_score is not handed to evals.api
+
+    run.main(compose(TEXT + [f"run_dir={tmp_path / 'bare'}"]))  # no CLIP directory: a record, not a crash
+    bare = _records(tmp_path / "bare")["clip_score"]
+    assert bare["available"] is False and bare["value"] is None and "eval.clip_path=" in bare["reason"]
+
+
+def test_clip_score_in_a_label_run_is_one_clear_error(compose, tmp_path):
+    cfg = compose(["model=micro", "train=smoke", "eval.metrics=[clip_score]", f"run_dir={tmp_path / 'run'}"])
+    with pytest.raises(run.ConfigError, match="lists clip_score, .* it needs conditioning=text") as err:
+        run.main(cfg)
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
