@@ -27,6 +27,10 @@ from torch import Tensor
 from ..io_utils import atomic_torch_save, cache_dir
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+# model_type -> the transformers class of its text encoder. Exact names: umT5 has per-layer position
+# biases, so loading it as T5 would drop weights; a full CLIP or T5 loads its text/encoder part only.
+ENCODER_CLASSES = {"clip": "CLIPTextModel", "clip_text_model": "CLIPTextModel", "t5": "T5EncoderModel",
+                   "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model")
 
 
@@ -106,12 +110,10 @@ class PretrainedTextEncoder:
             raise ImportError('conditioning.encoder=pretrained needs transformers: pip install -e ".[text]"') from None
         config = json.loads((self.root / "config.json").read_text())
         kind = str(config.get("model_type", ""))
-        if "t5" in kind:
-            cls = transformers.T5EncoderModel
-        elif "clip" in kind:
-            cls = transformers.CLIPTextModel
-        else:
-            raise ValueError(f"{self.root / 'config.json'}: model_type {kind!r} is neither a CLIP nor a T5 text encoder")
+        if kind not in ENCODER_CLASSES:
+            raise ValueError(f"{self.root / 'config.json'}: model_type {kind!r} is neither a CLIP nor a T5 text encoder "
+                             f"(supported: {', '.join(ENCODER_CLASSES)})")
+        cls = getattr(transformers, ENCODER_CLASSES[kind])
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.root), local_files_only=True)
         with quiet_transformers(transformers):  # a full CLIP's unused vision weights: a long, harmless table
             self.model = cls.from_pretrained(str(self.root), local_files_only=True)

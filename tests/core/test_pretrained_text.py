@@ -92,6 +92,7 @@ def test_missing_tokenizer_or_unknown_model_type_is_one_clear_line(compose, enco
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
     bert = shutil.copytree(encoders["t5"], tmp_path / "bert")
     (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ValueError, match=r"bert/config.json: model_type 'bert' is neither a CLIP nor a T5") as err:
+    with pytest.raises(ValueError, match=r"bert/config.json: model_type 'bert' is neither a CLIP nor a T5 "
+                                         r"text encoder \(supported: clip, clip_text_model, t5, mt5, umt5\)") as err:
         PretrainedTextEncoder(bert, cache_root=tmp_path)
     assert "\n" not in str(err.value)
