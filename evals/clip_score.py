@@ -68,7 +68,11 @@ class ClipScorer:
             import transformers  # noqa: PLC0415 -- optional extra
         except ImportError:
             raise ImportError('the CLIP score needs transformers: pip install -e ".[text]"') from None
-        from core.text.pretrained import quiet_transformers  # noqa: PLC0415
+        from core.io_utils import cache_dir  # noqa: PLC0415
+        from core.text.pretrained import _dir_digest, quiet_transformers  # noqa: PLC0415
+
+        # provenance: SHA-256 over the directory's file hashes (memoised like the text encoders')
+        self.key = _dir_digest(self.root, cache_dir("text_features") / "file_digests.json")
 
         with quiet_transformers(transformers):
             self.model = transformers.CLIPModel.from_pretrained(str(self.root), local_files_only=True)
@@ -162,7 +166,7 @@ def clip_score_record(path, fake: Tensor, prompts: list[str], family: str, real=
         return unavailable(str(exc).splitlines()[0])
     values = scorer.scores(fake.detach().cpu(), list(prompts), batch_size)
     record = {"metric": "clip_score", "value": float(values.mean()), "std": float(values.std()) if len(values) > 1
-              else 0.0, "n_fake": len(values), "model": scorer.root.name, "extractor": f"CLIP {scorer.root.name}",
+              else 0.0, "n_fake": len(values), "model": scorer.root.name, "model_key": scorer.key, "extractor": f"CLIP {scorer.root.name}",
               "image_size": scorer.image_size, "note": NOTE}
     if known_real is not None:
         record.update(real_value=known_real[0], n_real=known_real[1])

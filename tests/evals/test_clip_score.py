@@ -51,6 +51,7 @@ def test_value_is_torchmetrics_clip_score_from_the_models_own_features(clip_dir)
     expected = (100 * cos).clamp_min(0)
     assert record["value"] == pytest.approx(float(expected.mean()), abs=1e-4)
     assert record["n_fake"] == 4 and record["model"] == "tiny-clip" and record["image_size"] == 32
+    assert len(record["model_key"]) == 16
     scores = ClipScorer(clip_dir).scores(images, CAPTIONS)
     torch.testing.assert_close(scores, expected, rtol=0, atol=1e-4)
     assert ((scores >= 0) & (scores <= 100)).all()
