@@ -165,8 +165,9 @@ def clip_score_record(path, fake: Tensor, prompts: list[str], family: str, real=
     except (FileNotFoundError, ValueError, ImportError, OSError) as exc:
         return unavailable(str(exc).splitlines()[0])
     values = scorer.scores(fake.detach().cpu(), list(prompts), batch_size)
-    record = {"metric": "clip_score", "value": float(values.mean()), "std": float(values.std()) if len(values) > 1
-              else 0.0, "n_fake": len(values), "model": scorer.root.name, "model_key": scorer.key, "extractor": f"CLIP {scorer.root.name}",
+    record = {"metric": "clip_score", "value": float(values.mean()),
+              "std": float(values.std()) if len(values) > 1 else 0.0, "n_fake": len(values),
+              "model": scorer.root.name, "model_key": scorer.key, "extractor": f"CLIP {scorer.root.name}",
               "image_size": scorer.image_size, "note": NOTE}
     if known_real is not None:
         record.update(real_value=known_real[0], n_real=known_real[1])

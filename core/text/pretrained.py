@@ -111,8 +111,8 @@ class PretrainedTextEncoder:
         config = json.loads((self.root / "config.json").read_text())
         kind = str(config.get("model_type", ""))
         if kind not in ENCODER_CLASSES:
-            raise ValueError(f"{self.root / 'config.json'}: model_type {kind!r} is neither a CLIP nor a T5 text encoder "
-                             f"(supported: {', '.join(ENCODER_CLASSES)})")
+            raise ValueError(f"{self.root / 'config.json'}: model_type {kind!r} is neither a CLIP nor a T5 text "
+                             f"encoder (supported: {', '.join(ENCODER_CLASSES)})")
         cls = getattr(transformers, ENCODER_CLASSES[kind])
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.root), local_files_only=True)
         with quiet_transformers(transformers):  # a full CLIP's unused vision weights: a long, harmless table

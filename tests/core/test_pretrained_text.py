@@ -78,7 +78,8 @@ def test_a_few_training_steps_with_a_pretrained_encoder(compose, encoders, tmp_p
     assert out["num_samples"] == 4 and (tmp_path / "sample" / "prompts_grid.png").is_file()
     other = "clip_text" if name == "t5" else "t5"
     with pytest.raises(run.ConfigError, match="holds another text encoder than the checkpoint") as err:
-        run.main(compose(sample + [f"run_dir={tmp_path / 'sample2'}", f"conditioning.pretrained_path={encoders[other]}"]))
+        run.main(compose(sample + [f"run_dir={tmp_path / 'sample2'}",
+                                   f"conditioning.pretrained_path={encoders[other]}"]))
     assert "\n" not in str(err.value)
 
 
