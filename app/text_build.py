@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from omegaconf import DictConfig
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 
 from core.text.model import TextSiT
