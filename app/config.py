@@ -67,6 +67,10 @@ def _validate(cfg: DictConfig) -> None:
     require(cfg.modality.get("eval_family") in families,
             f"modality.eval_family={cfg.modality.get('eval_family')!r}: must be one of {families}; declare the "
             f"metric family in configs/modality/<name>.yaml (none = only the modality's own network-free metrics)")
+    metrics = OmegaConf.select(cfg, "eval.metrics")
+    text = (cfg.get("conditioning") or {}).get("kind", "label") == "text"
+    require(text or isinstance(metrics, str) or metrics is None or "clip_score" not in metrics,
+            "eval.metrics lists clip_score, which scores samples against their prompts: it needs conditioning=text")
     from core.sample_job import SAMPLE_KINDS  # noqa: PLC0415
 
     require(cfg.modality.get("quantize") in SAMPLE_KINDS,

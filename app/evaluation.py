@@ -11,6 +11,8 @@ from core.io_utils import cache_dir
 from core.samplers import SamplerConfig
 from modalities.splits import reference_for
 
+from .text_eval import TEXT_METRICS
+
 
 class EvalHook:
     """``hook(trainer, step) -> {metric: value}`` for ``Trainer.hooks``.
@@ -47,7 +49,7 @@ class EvalHook:
         protocol["nfe"] = nfe
         results = []
         if evaluate is not None:
-            metrics = None if cfg.eval.metrics == "auto" else list(cfg.eval.metrics)
+            metrics = None if cfg.eval.metrics == "auto" else [m for m in cfg.eval.metrics if m not in TEXT_METRICS]
             results = evaluate(family, fake=fake, real=real,
                                metrics=metrics, protocol=protocol, cache_dir=cache_dir("stats", root=cfg.cache_dir),
                                sample_rate=OmegaConf.select(cfg, "modality.dataset.sample_rate"),

@@ -76,6 +76,40 @@ def loss_weights(cfg: DictConfig) -> dict[str, float]:
     return _weights(cfg, "loss_weights") if OmegaConf.select(cfg, "modality.loss_weights") is not None else {}
 
 
+def batch_sizes(cfg: DictConfig) -> dict[str, int]:
+    """``modality.batch_sizes`` checked: member -> its global batch size (null or absent: ``train.batch_size``)."""
+    members = list(cfg.modality.members)
+    node = OmegaConf.select(cfg, "modality.batch_sizes")
+    if node is None:
+        node = {}
+    elif not OmegaConf.is_dict(node):
+        raise ConfigError(f"modality.batch_sizes must map members {members} to a batch size or null, "
+                          f"e.g. modality.batch_sizes.video=8")
+    out = {}
+    for name, value in node.items():
+        if name not in members:
+            raise ConfigError(f"modality.batch_sizes.{name}: unknown member; the members are {members} "
+                              f"(add one under modality.members or remove the key)")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"modality.batch_sizes.{name}={value!r}: must be an integer >= 1, or null for "
+                              f"train.batch_size")
+        out[str(name)] = int(cfg.train.batch_size) if value is None else value
+    return {m: out.get(m, int(cfg.train.batch_size)) for m in members}
+
+
+def check_batch_sizes(cfg: DictConfig, datasets: dict, world_size: int) -> dict[str, int]:
+    """:func:`batch_sizes` of the members in ``datasets``, checked against their sizes and the processes."""
+    sizes = batch_sizes(cfg)
+    explicit = OmegaConf.select(cfg, "modality.batch_sizes") or {}
+    for m, data in datasets.items():
+        key = f"modality.batch_sizes.{m}" if explicit.get(m) is not None else "train.batch_size"
+        if sizes[m] > len(data):
+            raise ConfigError(f"{key}={sizes[m]}: member {m}'s data set has only {len(data)} items; use a smaller batch")
+        if sizes[m] % world_size:
+            raise ConfigError(f"{key}={sizes[m]} (global) must be divisible by the {world_size} processes")
+    return {m: sizes[m] for m in datasets}
+
+
 def active_members(cfg: DictConfig) -> list[str]:
     """Members with a positive sampling weight, in the config's order."""
     return [m for m, w in sampling_weights(cfg).items() if w > 0]
@@ -106,6 +140,7 @@ def validate_joint(cfg: DictConfig) -> None:
             validate(member_config(cfg, name))
         except ConfigError as exc:  # a member's key is named where it lives in the joint config
             raise ConfigError(_MEMBER_KEY.sub(f"modality.members.{name}.", str(exc))) from None
+    batch_sizes(cfg)  # after the members: train.batch_size (the default) is checked by then
 
 
 def joint_fingerprint(cfg: DictConfig) -> dict:
@@ -197,6 +232,7 @@ def train_joint(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
         got = parts["members"][m]["dataset"].num_classes
         if declared is not None and declared != got:
             raise ConfigError(f"modality.members.{m}.num_classes={declared} but the dataset has {got} classes")
+    member_batches = check_batch_sizes(cfg, parts["dataset"].members, dist_utils.current().world_size)
     if is_main:
         write_config(cfg, run_dir)
         encoders = {m: getattr(p["objective"], "encoder", None) for m, p in parts["members"].items()}
@@ -215,7 +251,7 @@ def train_joint(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
                            sampler_cfg=sampler_cfgs[names[0]], writer=None, num_samples=int(cfg.sample.num_samples),
                            sample_seed=int(cfg.sample.seed), config_fingerprint=joint_fingerprint(cfg),
                            hooks=[evaluator], device=device, schedule=parts["schedule"], writers=parts["writers"],
-                           sampler_cfgs=sampler_cfgs,
+                           sampler_cfgs=sampler_cfgs, batch_sizes=member_batches,
                            member_prompts={m: members[m]["prompts"] for m in names if members[m].get("prompts")})
     summary = trainer.fit()
     assets = trainer.write_samples("final")
@@ -237,7 +273,9 @@ def train_joint(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
         "steps per member": ", ".join(f"{m} {counts[m]}" for m in names),
         "sampling probabilities": ", ".join(f"{m} {p:.3f}" for m, p in parts["schedule"].probabilities.items()),
         "loss weights": ", ".join(f"{m} {w:g}" for m, w in parts["objective"].loss_weights.items()),
-        "batch size": train_cfg.batch_size, "wall time (this run)": f"{summary['wall_s']:.1f} s",
+        "batch size": (train_cfg.batch_size if set(member_batches.values()) == {train_cfg.batch_size} else
+                       ", ".join(f"{m} {b}" for m, b in member_batches.items())),
+        "wall time (this run)": f"{summary['wall_s']:.1f} s",
         "samples/s": summary["samples_per_s"],
         "sampler": "; ".join(f"{m}: {s.method}, {s.num_steps} steps, cfg {s.cfg_scale}, shift {s.shift}"
                              for m, s in sampler_cfgs.items()),

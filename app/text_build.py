@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
@@ -34,6 +35,8 @@ class PromptSet:
     conditions: Tensor
     classes: Tensor
     attributes: list[dict] | None = None
+    source: object = None  # the data set the captions describe (held-out split, else training set)
+    items: list[int] | None = None  # prompt i is the caption of source[items[i]]
 
     def indices(self, n: int) -> list[int]:
         return [i % len(self.captions) for i in range(n)]
@@ -45,6 +48,15 @@ class PromptSet:
 
     def attributes_of(self, n: int) -> list[dict] | None:
         return None if self.attributes is None else [self.attributes[i] for i in self.indices(n)]
+
+    def real_items(self, n: int) -> tuple[Tensor, list[str]] | None:
+        """The real items behind the first ``n`` prompts (each once) with their captions, ``None``
+        without a source: the data's own score for metrics that compare samples with prompts."""
+        if self.source is None or self.items is None:
+            return None
+        idx = list(range(min(n, len(self.captions))))
+        x = torch.stack([torch.as_tensor(self.source[self.items[i]][0]) for i in idx])
+        return x, [self.captions[i] for i in idx]
 
 
 def interleave_classes(classes: Tensor) -> list[int]:
@@ -98,7 +110,7 @@ def build_text(cfg: DictConfig, dataset, tokenizer, encoder: CaptionEncoder | No
     encoder = encoder or CaptionEncoder(c, captions, cfg.get("cache_dir"))
     text_dataset = CaptionedDataset(dataset, captions, encoder(captions), attributes)
     kwargs = dict(vocab=encoder.vocab.tokens) if encoder.vocab is not None else dict(
-        feature_dim=encoder.pretrained.feature_dim)
+        feature_dim=encoder.pretrained.feature_dim, pretrained_encoder=encoder.pretrained.identity())
     model = TextSiT(in_channels=tokenizer.token_dim, hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads,
                     mlp_ratio=m.mlp_ratio, learn_sigma=m.learn_sigma, pos_axes=list(cfg.modality.pos_axes),
                     grad_checkpointing=m.grad_checkpointing, prediction=m.get("prediction", "v"),
@@ -129,7 +141,8 @@ def prompt_set(dataset, encoder: CaptionEncoder, c: DictConfig, cfg: DictConfig)
         order = order[: int(c.num_prompts)]
     captions = [captions[i] for i in order]
     return PromptSet(captions=captions, conditions=encoder(captions), classes=classes[order],
-                     attributes=None if attributes is None else [attributes[i] for i in order])
+                     attributes=None if attributes is None else [attributes[i] for i in order],
+                     source=source, items=order)
 
 
 def read_prompts(path) -> list[str]:
@@ -155,5 +168,15 @@ def encode_prompts(model: TextSiT, prompts: list[str], cfg: DictConfig) -> Tenso
         return vocab.encode(prompts, model.max_text_len)
     from core.text.pretrained import PretrainedTextEncoder  # noqa: PLC0415
 
-    return PretrainedTextEncoder(cfg.conditioning.pretrained_path, model.max_text_len, cfg.get("cache_dir")).encode(prompts)
+    trained = model.pretrained_encoder or {}
+    path = cfg.conditioning.get("pretrained_path") or trained.get("path")  # default: where training read it
+    encoder = PretrainedTextEncoder(path, model.max_text_len, cfg.get("cache_dir"))
+    if trained.get("key") and encoder.key != trained["key"]:
+        raise ValueError(f"conditioning.pretrained_path={encoder.root} holds another text encoder than the checkpoint "
+                         f"was trained with ({trained.get('name')} at {trained.get('path')}, content key "
+                         f"{trained['key']}, here {encoder.key}); point it at that encoder's files")
+    if encoder.feature_dim != model.feature_dim:
+        raise ValueError(f"conditioning.pretrained_path={encoder.root}: features of width {encoder.feature_dim}, "
+                         f"the checkpoint expects {model.feature_dim}")
+    return encoder.encode(prompts)
 

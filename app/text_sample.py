@@ -69,7 +69,10 @@ def prompt_sample_task(cfg: DictConfig, out_dir: Path, device: torch.device, is_
     model, tokenizer = model.to(device), tokenizer.to(device).eval()
     per = int(s.get("per_prompt", 1))
     captions = [p for p in prompts for _ in range(per)]
-    conditions = encode_prompts(model, captions, cfg).to(device)
+    try:  # the pretrained encoder's directory: missing files, or not the one the checkpoint was trained with
+        conditions = encode_prompts(model, captions, cfg).to(device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
     sampler = sampler_config(cfg)
     batch_size, seed = int(s.get("batch_size", 64)), int(s.seed)
     coords = tokenizer.coords().to(device)

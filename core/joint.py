@@ -4,8 +4,9 @@ One training step holds ONE modality (the paper's App. D: "each mini-batch holds
 modality"). Which one is a pure function of ``(seed, step)`` (:class:`ModalitySchedule`): every
 process draws the same member, so DDP/FSDP2 stay in lock-step, and a resumed run continues the
 same sequence with no extra saved state. Each member keeps its own data order
-(``core.data.ResumableBatchSampler`` seeded as a single-modality run), advanced only on that
-member's steps: its position at step s is the number of its steps before s, recomputed on resume.
+(``core.data.ResumableBatchSampler`` seeded as a single-modality run) in batches of its own size
+(``batch_sizes``, the paper's per-modality batch sizes), advanced only on that member's steps: its
+position at step s (in its batches) is the number of its steps before s, recomputed on resume.
 """
 
 from __future__ import annotations
@@ -73,9 +74,13 @@ class ModalitySchedule:
 
     def counts_before(self, step: int) -> dict[str, int]:
         """Steps of each member in ``[0, step)``: where each member's data order stands at ``step``."""
+        return self.counts_between(0, step)
+
+    def counts_between(self, start: int, stop: int) -> dict[str, int]:
+        """Steps of each member in ``[start, stop)`` (O(stop - start), vectorised in chunks)."""
         counts = np.zeros(len(self.names), dtype=np.int64)
-        for start in range(0, step, self.CHUNK):
-            counts += np.bincount(self.indices(start, min(step, start + self.CHUNK)), minlength=len(self.names))
+        for lo in range(max(start, 0), stop, self.CHUNK):
+            counts += np.bincount(self.indices(lo, min(stop, lo + self.CHUNK)), minlength=len(self.names))
         return dict(zip(self.names, counts.tolist()))
 
 
@@ -161,13 +166,19 @@ class JointTrainer(Trainer):
     :class:`JointTokenizer` and :class:`JointData`; a step's batch is ``((modality, raw), y)``.
 
     Extra fields: ``schedule`` (the step -> member rule), ``writers`` and ``sampler_cfgs`` per
-    member (each member samples with its own shift and CFG scale), ``member_prompts`` per member
-    (text conditioning: each member's samples follow its own held-out captions).
+    member (each member samples with its own shift and CFG scale), ``batch_sizes`` per member (the
+    global batch of its training steps; a member not in it uses ``cfg.batch_size``). Sampling and
+    evaluation batches stay ``cfg.batch_size``. ``member_prompts`` per member (text conditioning:
+    each member's samples follow its own held-out captions).
     """
 
+    #: train.compile: one static graph per member (its own token count and batch size) instead of
+    #: a shape-generic recompile when the second member arrives (slower to build, no faster to run)
+    compile_dynamic = False
     schedule: ModalitySchedule | None = None
     writers: dict = field(default_factory=dict)
     sampler_cfgs: dict = field(default_factory=dict)
+    batch_sizes: dict = field(default_factory=dict)
     member_prompts: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -176,10 +187,19 @@ class JointTrainer(Trainer):
         super().__post_init__()
         self.member_coords = {m: self.tokenizer.coords(m).to(self.device) for m in self.schedule.names}
 
+    def member_batch_size(self, modality: str) -> int:
+        return int(self.batch_sizes.get(modality) or self.cfg.batch_size)
+
+    def samples_in_steps(self, start: int, stop: int) -> int:
+        """Items trained on in steps ``[start, stop)``: each member's steps times its batch size."""
+        counts = self.schedule.counts_between(start, stop)
+        return sum(n * self.member_batch_size(m) for m, n in counts.items())
+
     def _loader(self):
+        # A member's sampler position is in its own batches: its step count before self.step.
         counts = self.schedule.counts_before(self.step)
         data = self.dataset.members
-        loaders = {m: iter(resumable_loader(data[m], self.cfg.batch_size, self.cfg.seed, counts[m], self.dist.rank,
+        loaders = {m: iter(resumable_loader(data[m], self.member_batch_size(m), self.cfg.seed, counts[m], self.dist.rank,
                                             self.dist.world_size, self.cfg.num_workers,
                                             pin_memory=self.device.type == "cuda"))
                    for m in self.schedule.names}
@@ -197,12 +217,14 @@ class JointTrainer(Trainer):
             x0 = self.tokenizer.encode(raw, modality)
         teacher = self.ema.model if self.objective.needs_teacher else None
         with self._autocast():
-            return self.train_module(x0, y, self.member_coords[modality], teacher=teacher, raw=raw, modality=modality)
+            # _loss_fn: the compiled train module under train.compile (one graph per member: the
+            # modality string is a guard), else the train module itself
+            return self._loss_fn(x0, y, self.member_coords[modality], teacher=teacher, raw=raw, modality=modality)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
         counts = self.schedule.counts_before(self.step)  # informational: recomputed from (seed, step) on resume
-        state["data_position"] = {m: data_position(counts[m], len(self.dataset.members[m]), self.cfg.batch_size)
+        state["data_position"] = {m: data_position(counts[m], len(self.dataset.members[m]), self.member_batch_size(m))
                                   for m in self.schedule.names}
         state["modality_probabilities"] = dict(self.schedule.probabilities)
         return state

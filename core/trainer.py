@@ -156,6 +156,8 @@ class Trainer:
     # Text conditioning: an object with take(n) -> (conditions (n, ...), class labels (n,)) that
     # conditions generate()'s samples when no labels are given (app/text_build.py PromptSet).
     prompts: object | None = None
+    #: torch.compile's ``dynamic``: None lets it decide (one shape per run here); a joint run sets False
+    compile_dynamic = None
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -206,7 +208,7 @@ class Trainer:
             # teacher's truncated forward, heads and losses; backward through AOTAutograd. The
             # optimiser (fused AdamW) and the EMA update (a foreach lerp) are multi-tensor kernels
             # already. The modules are untouched, so state dicts and checkpoints are unaffected.
-            self._loss_fn = torch.compile(self.train_module, mode=self.cfg.compile_mode)
+            self._loss_fn = torch.compile(self.train_module, mode=self.cfg.compile_mode, dynamic=self.compile_dynamic)
         else:
             self._loss_fn = self.train_module
         self._ema_update = self.ema.update
@@ -437,7 +439,8 @@ class Trainer:
                     elapsed = max(now - t_log - hook_s, 1e-9)  # training time only: evals excluded
                     n_steps = self.cfg.log_every if self.step % self.cfg.log_every == 0 else self.step % self.cfg.log_every
                     record.update(step=self.step, lr=self.scheduler.get_last_lr()[0], world_size=self.dist.world_size,
-                                  steps_per_s=n_steps / elapsed, samples_per_s=n_steps * self.cfg.batch_size / elapsed,
+                                  steps_per_s=n_steps / elapsed,
+                                  samples_per_s=self.samples_in_steps(self.step - n_steps, self.step) / elapsed,
                                   nonfinite_total=self.nonfinite_total, time_s=now - t_start)
                     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
                     if self.device.type == "cuda":
@@ -469,7 +472,12 @@ class Trainer:
         wall = time.perf_counter() - t_start
         train_s = wall - eval_total
         return {"steps": self.step, "steps_this_run": steps_done, "wall_s": wall, "eval_s": eval_total,
-                "samples_per_s": steps_done * self.cfg.batch_size / train_s if train_s > 0 else float("nan")}
+                "samples_per_s": (self.samples_in_steps(self.step - steps_done, self.step) / train_s if train_s > 0
+                                  else float("nan"))}
+
+    def samples_in_steps(self, start: int, stop: int) -> int:
+        """Training items (global batch rows) in steps ``[start, stop)`` (a joint run's batch varies by member)."""
+        return (stop - start) * self.cfg.batch_size
 
     def _stop_requested(self) -> bool:
         """A SIGTERM seen by any rank stops all of them at the same step."""

@@ -78,14 +78,16 @@ def text_level(t: Tensor, group: Tensor | None, mode: str) -> Tensor:
 
 class TextSiT(SiT):
     """SiT + text. Extra args: ``vocab`` (tokens list; ids mode), ``feature_dim`` (features mode),
-    ``max_text_len``, ``text_arch``, ``text_time``, ``encoder_depth``, ``encoder_heads``."""
+    ``max_text_len``, ``text_arch``, ``text_time``, ``encoder_depth``, ``encoder_heads``,
+    ``pretrained_encoder`` (features mode: ``{name, key, path}`` of the frozen encoder, kept in the
+    checkpoint so sampling can check it is given the same one)."""
 
     def __init__(self, in_channels: int, hidden_size: int = 384, depth: int = 12, num_heads: int = 6,
                  mlp_ratio: float = 4.0, learn_sigma: bool = False, pos_axes: Sequence[str] = ("width", "height"),
                  grad_checkpointing: bool = False, prediction: str = "v", t_min: float = 0.05,
                  vocab: Sequence[str] | None = None, feature_dim: int | None = None, max_text_len: int = 32,
                  text_arch: str = "joint", text_time: str = "global", encoder_depth: int = 2,
-                 encoder_heads: int | None = None, num_classes: int = 0):
+                 encoder_heads: int | None = None, pretrained_encoder: dict | None = None, num_classes: int = 0):
         super().__init__(in_channels, hidden_size, depth, num_heads, mlp_ratio, 0, learn_sigma, pos_axes,
                          grad_checkpointing, prediction, t_min)
         for key, value, allowed in (("conditioning.arch", text_arch, TEXT_ARCHS),
@@ -97,6 +99,7 @@ class TextSiT(SiT):
         self.text_input = "ids" if vocab is not None else "features"
         self.vocab = list(vocab) if vocab is not None else None
         self.feature_dim, self.max_text_len = feature_dim, int(max_text_len)
+        self.pretrained_encoder = dict(pretrained_encoder) if pretrained_encoder else None
         self.text_arch, self.text_time = text_arch, text_time
         self.encoder_depth, self.encoder_heads = int(encoder_depth), int(encoder_heads or num_heads)
         D = hidden_size
@@ -124,7 +127,8 @@ class TextSiT(SiT):
         cfg.pop("num_classes")
         cfg["text"] = {"vocab": self.vocab, "feature_dim": self.feature_dim, "max_text_len": self.max_text_len,
                        "text_arch": self.text_arch, "text_time": self.text_time,
-                       "encoder_depth": self.encoder_depth, "encoder_heads": self.encoder_heads}
+                       "encoder_depth": self.encoder_depth, "encoder_heads": self.encoder_heads,
+                       "pretrained_encoder": self.pretrained_encoder}
         return cfg
 
     @classmethod

@@ -2,8 +2,12 @@
 
 Optional: needs ``transformers`` (``pip install -e ".[text]"``) and the files on disk; nothing is
 downloaded (``local_files_only``). Features are computed once per caption and cached by content
-hash (SHA-256 of the encoder's file digests, ``max_len`` and the caption) under
-``<cache>/text_features/``, like latents are: a frozen encoder never runs twice on one caption.
+hash (SHA-256 over the SHA-256 of every file in the encoder directory, ``max_len``, then the
+caption) under ``<cache>/text_features/``, like latents are: a frozen encoder never runs twice on
+one caption, a copy of the directory elsewhere reuses the features, other weights never do.
+
+A full ``CLIPModel`` directory (text and vision towers, as CLIP checkpoints usually ship) works:
+only its text tower is loaded.
 
 The encoded layout is ``(L, 1 + E)`` per caption: channel 0 the valid-token flag, then the last
 hidden state -- what :class:`core.text.encoder.FeatureAdapter` reads; the empty prompt is zeros.
@@ -11,8 +15,10 @@ hidden state -- what :class:`core.text.encoder.FeatureAdapter` reads; the empty 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -21,7 +27,22 @@ from torch import Tensor
 from ..io_utils import atomic_torch_save, cache_dir
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+# model_type -> the transformers class of its text encoder. Exact names: umT5 has per-layer position
+# biases, so loading it as T5 would drop weights; a full CLIP or T5 loads its text/encoder part only.
+ENCODER_CLASSES = {"clip": "CLIPTextModel", "clip_text_model": "CLIPTextModel", "t5": "T5EncoderModel",
+                   "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model")
+
+
+@contextlib.contextmanager
+def quiet_transformers(transformers):
+    """transformers' loading reports (unused keys of a larger checkpoint) at error level only."""
+    before = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(before)
 
 
 def check_encoder_dir(path) -> Path:
@@ -43,12 +64,38 @@ def check_encoder_dir(path) -> Path:
     return root
 
 
-def _dir_digest(root: Path) -> str:
+def _file_sha256(f: Path, memo: Path) -> str:
+    """SHA-256 of a file's bytes, memoised in ``memo`` (a JSON file) by path, size and mtime_ns.
+
+    Hashing a multi-GB encoder costs seconds, so it is done once per file version; the memo only
+    saves time: the key it feeds is the content's, so a copied or moved directory shares features
+    and new weights of the same size and time stamp do not.
+    """
+    st = f.stat()
+    stamp = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        table = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if stamp not in table:
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
+        table[stamp] = h.hexdigest()
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table))
+        os.replace(tmp, memo)  # atomic: concurrent ranks at worst hash twice
+    return table[stamp]
+
+
+def _dir_digest(root: Path, memo: Path) -> str:
+    """Content digest of an encoder directory: SHA-256 over (file name, file SHA-256), sorted."""
     h = hashlib.sha256()
     for f in sorted(root.iterdir()):
         if f.is_file():
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+            h.update(f"{f.name}:{_file_sha256(f, memo)}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -63,21 +110,26 @@ class PretrainedTextEncoder:
             raise ImportError('conditioning.encoder=pretrained needs transformers: pip install -e ".[text]"') from None
         config = json.loads((self.root / "config.json").read_text())
         kind = str(config.get("model_type", ""))
+        if kind not in ENCODER_CLASSES:
+            raise ValueError(f"{self.root / 'config.json'}: model_type {kind!r} is neither a CLIP nor a T5 text "
+                             f"encoder (supported: {', '.join(ENCODER_CLASSES)})")
+        cls = getattr(transformers, ENCODER_CLASSES[kind])
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.root), local_files_only=True)
-        if "t5" in kind:
-            self.model = transformers.T5EncoderModel.from_pretrained(str(self.root), local_files_only=True)
-        elif "clip" in kind:
-            self.model = transformers.CLIPTextModel.from_pretrained(str(self.root), local_files_only=True)
-        else:
-            raise ValueError(f"{self.root / 'config.json'}: model_type {kind!r} is neither a CLIP nor a T5 text encoder")
+        with quiet_transformers(transformers):  # a full CLIP's unused vision weights: a long, harmless table
+            self.model = cls.from_pretrained(str(self.root), local_files_only=True)
         self.model = self.model.to(device).eval().requires_grad_(False)
         self.device, self.max_len = device, int(max_len)
         self.feature_dim = int(self.model.config.hidden_size if hasattr(self.model.config, "hidden_size")
                                else self.model.config.d_model)
         self.name = f"{kind}:{self.root.name}"
-        self.key = hashlib.sha256(f"{_dir_digest(self.root)}|{self.max_len}".encode()).hexdigest()[:16]
+        features = Path(cache_dir("text_features", root=cache_root))
+        self.key = hashlib.sha256(f"{_dir_digest(self.root, features / 'file_digests.json')}|{self.max_len}"
+                                  .encode()).hexdigest()[:16]
+        self.cache = features / self.key
 
-        self.cache = Path(cache_dir("text_features", root=cache_root)) / self.key
+    def identity(self) -> dict:
+        """``{name, key, path}``: what a checkpoint records of the encoder its features came from."""
+        return {"name": self.name, "key": self.key, "path": str(self.root)}
 
     def _path(self, caption: str) -> Path:
         return self.cache / f"{hashlib.sha256(caption.encode()).hexdigest()[:32]}.pt"

@@ -62,3 +62,11 @@ def test_joint_objective_routes_to_the_member_and_weights_its_loss():
     assert torch.equal(out.loss, 0.25 * ref.loss) and torch.equal(out.logs["b/loss"], ref.loss.detach())
     assert set(out.logs) == {"b/loss_gen", "b/loss"}
     assert joint.trainable_state_dict() == {}  # flow matching has no heads
+
+
+def test_counts_between_are_the_steps_of_each_member_in_a_window(monkeypatch):
+    s = ModalitySchedule(WEIGHTS, seed=5)
+    seq = [s.modality_at(i) for i in range(300)]
+    monkeypatch.setattr(ModalitySchedule, "CHUNK", 32)
+    for start, stop in ((0, 300), (17, 18), (40, 41 + 64), (250, 250), (299, 300)):
+        assert s.counts_between(start, stop) == {m: seq[start:stop].count(m) for m in WEIGHTS}
