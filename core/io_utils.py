@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -209,3 +210,20 @@ def weights_dir() -> Path:
     find the (verified, read-only) networks.
     """
     return Path(os.environ.get("SELFFLOW_WEIGHTS_DIR") or Path(os.path.expanduser(DEFAULT_CACHE)) / "weights")
+
+
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, so a file is hashed once per process
+
+
+def sha256_file(path) -> str:
+    """SHA-256 of a file's bytes (hex), hashed once per process per (path, size, mtime)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                h.update(chunk)
+        _VERIFIED[key] = h.hexdigest()
+    return _VERIFIED[key]

@@ -21,7 +21,6 @@ it and deletes the rest. ``python -m evals.weights status`` lists what is presen
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -32,7 +31,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.io_utils import weights_dir
+from core.io_utils import sha256_file, weights_dir
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -146,22 +145,6 @@ def spec(name: str) -> WeightSpec:
     if name not in REGISTRY:
         raise KeyError(f"unknown network {name!r}; known: {sorted(REGISTRY)}")
     return REGISTRY[name]
-
-
-_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, so a file is hashed once per process
-
-
-def sha256_file(path) -> str:
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _VERIFIED:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _VERIFIED[key] = h.hexdigest()
-    return _VERIFIED[key]
 
 
 def verify(s: WeightSpec, path) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..io_utils import atomic_torch_save, cache_dir
+from ..io_utils import atomic_torch_save, cache_dir, sha256_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 # model_type -> the transformers class of its text encoder. Exact names: umT5 has per-layer position
@@ -78,11 +78,7 @@ def _file_sha256(f: Path, memo: Path) -> str:
     except (OSError, ValueError):
         table = {}
     if stamp not in table:
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 24), b""):
-                h.update(chunk)
-        table[stamp] = h.hexdigest()
+        table[stamp] = sha256_file(f)
         memo.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(table))

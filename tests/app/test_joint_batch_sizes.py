@@ -2,10 +2,6 @@
 App. D uses different sizes per modality). Its data order, resume, logs and 2-process runs stay exact."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +12,8 @@ from app.joint import batch_sizes, build_joint, check_batch_sizes
 from core.checkpoint import load_checkpoint
 from core.data import ResumableBatchSampler, data_position
 from core.joint import JointTrainer, ModalitySchedule
+from run_helpers import one_and_two_gloo_processes
 
-REPO = Path(__file__).resolve().parents[2]
 # image 64 items, video 40, audio 24 (4 / 10 / 6 classes)
 SMALL = ["modality=joint", "model=micro", "train=smoke", "eval=none", "sample.num_samples=2", "sample.num_steps=2",
          "modality.members.image.dataset.per_class=16", "modality.members.video.dataset.clips_per_class=4",
@@ -128,13 +124,7 @@ def test_resume_recounts_each_members_position_in_its_own_batches(compose, tmp_p
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_gloo_processes_match_one_process(compose, tmp_path, free_port, sharding):
     args = SMALL + PER_MEMBER + ["method=selfflow", "train.steps=6"]
-    run.main(compose(args + [f"run_dir={tmp_path / 'one'}"]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}",
-           "run.py", *args, f"run_dir={tmp_path / 'two'}", f"train.fsdp={sharding == 'fsdp'}"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    one, two = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
+    one, two = one_and_two_gloo_processes(compose, args, tmp_path, free_port, f"train.fsdp={sharding == 'fsdp'}")
     assert one["step"] == two["step"] == 6 and one["data_position"] == two["data_position"]
     for part in ("model", "objective"):
         for k, v in one[part].items():

@@ -3,10 +3,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,25 +16,13 @@ import run
 from app.joint import build_joint, member_config
 from core.checkpoint import load_checkpoint
 from core.joint import ModalitySchedule
+from run_helpers import assert_same_state, one_and_two_gloo_processes, sigkill_then_resume
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["modality=joint", "model=micro", "train=smoke", "eval=none", "sample.num_samples=2", "sample.num_steps=2",
          "modality.members.image.dataset.per_class=16", "modality.members.video.dataset.clips_per_class=4",
          "modality.members.audio.dataset.clips_per_class=4", "train.log_every=1"]
 WEIGHTS = {"image": 0.57, "video": 0.30, "audio": 0.13}
-
-
-def _same_state(a: dict, b: dict, exact: bool = True):
-    assert a["step"] == b["step"]
-    pairs = [("model", a["model"], b["model"]), ("objective", a["objective"], b["objective"]),
-             ("ema", a["ema"]["model"], b["ema"]["model"])]
-    for part, sa, sb in pairs:
-        assert sa.keys() == sb.keys(), part
-        for k, v in sa.items():
-            if exact:
-                assert torch.equal(v, sb[k]), f"{part}.{k}"
-            else:
-                torch.testing.assert_close(sb[k], v, rtol=1e-5, atol=1e-6, msg=f"{part}.{k}")
 
 
 def test_joint_config_composes_the_three_members_with_their_own_settings(compose):
@@ -97,7 +83,7 @@ def test_resume_is_bit_identical_and_continues_the_modality_sequence(compose, tm
     out = run.main(compose(common + [f"train.resume={tmp_path / 'part'}", f"run_dir={tmp_path / 'part'}"]))
     assert out["steps_this_run"] == 4
     full, resumed = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "part")
-    _same_state(full, resumed)
+    assert_same_state(full, resumed)
     for k, v in full["optimizer"]["state"].items():
         assert torch.equal(v["exp_avg"], resumed["optimizer"]["state"][k]["exp_avg"])
     assert full["data_position"] == resumed["data_position"]
@@ -108,48 +94,18 @@ def test_resume_is_bit_identical_and_continues_the_modality_sequence(compose, tm
         run.main(bad)
 
 
-def _latest_step(run_dir):
-    pointer = Path(run_dir) / "checkpoints" / "latest"
-    return int(pointer.read_text().strip()[5:13]) if pointer.exists() else -1
-
-
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     args = SMALL + ["method=selfflow", "train.steps=14", "train.ckpt_every=2", "train.keep_last=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-    def start(run_dir, *extra):
-        return subprocess.Popen([sys.executable, "run.py", *args, f"run_dir={run_dir}", *extra], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    clean = start(tmp_path / "clean")
-    assert clean.wait(timeout=300) == 0, clean.stderr.read()[-3000:]
-    victim = tmp_path / "killed"
-    p = start(victim)
-    deadline = time.time() + 240
-    while _latest_step(victim) < 6:
-        assert p.poll() is None and time.time() < deadline, p.stderr.read()[-2000:] if p.poll() is not None else "timeout"
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert _latest_step(victim) < 14
-    again = start(victim, f"train.resume={victim}")
-    assert again.wait(timeout=300) == 0, again.stderr.read()[-3000:]
-    _same_state(load_checkpoint(tmp_path / "clean"), load_checkpoint(victim))
+    assert_same_state(*sigkill_then_resume(args, tmp_path, kill_after=6))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_gloo_processes_match_one_process(compose, tmp_path, free_port, sharding):
     args = SMALL + ["method=selfflow", "train.steps=6", "train.batch_size=8"]
-    run.main(compose(args + [f"run_dir={tmp_path / 'one'}"]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}",
-           "run.py", *args, f"run_dir={tmp_path / 'two'}", f"train.fsdp={sharding == 'fsdp'}"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    one, two = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
-    _same_state(one, two, exact=False)
+    one, two = one_and_two_gloo_processes(compose, args, tmp_path, free_port, f"train.fsdp={sharding == 'fsdp'}")
+    assert_same_state(one, two, exact=False)
     assert one["data_position"] == two["data_position"]
     # AdamW skipped each member's projections on the other members' steps in both runs (DDP left their
     # gradients None, as one process does): per-parameter step counts are the members' step counts

@@ -4,10 +4,8 @@ file, clear errors for what is not supported."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from app.joint import build_joint
 from core.checkpoint import load_checkpoint
 from core.joint import ModalitySchedule
 from modalities.captions import dataset_captions
+from run_helpers import assert_same_state, one_and_two_gloo_processes, sigkill_then_resume
 
 REPO = Path(__file__).resolve().parents[2]
 MEMBERS = ("image", "video", "audio")
@@ -91,45 +90,14 @@ def test_each_member_writes_its_prompt_adherence_with_its_domain_metrics(compose
         assert records[f"prompt_{attrs[0]}_acc"]["real_value"] > 0.5  # the reader's ceiling on real items
 
 
-def _latest_step(run_dir):
-    pointer = Path(run_dir) / "checkpoints" / "latest"
-    return int(pointer.read_text().strip()[5:13]) if pointer.exists() else -1
-
-
-def _same_state(a: dict, b: dict):
-    assert a["step"] == b["step"] and a["model_config"] == b["model_config"]
-    for part, sa, sb in [("model", a["model"], b["model"]), ("objective", a["objective"], b["objective"]),
-                         ("ema", a["ema"]["model"], b["ema"]["model"])]:
-        assert sa.keys() == sb.keys(), part
-        for k, v in sa.items():
-            assert torch.equal(v, sb[k]), f"{part}.{k}"
-    for k, v in a["optimizer"]["state"].items():
-        assert torch.equal(v["exp_avg"], b["optimizer"]["state"][k]["exp_avg"])
-
-
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     args = SMALL + ["method=selfflow", "train.steps=10", "train.ckpt_every=2", "train.keep_last=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-    def start(run_dir, *extra):
-        return subprocess.Popen([sys.executable, "run.py", *args, f"run_dir={run_dir}", *extra], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    clean = start(tmp_path / "clean")
-    assert clean.wait(timeout=300) == 0, clean.stderr.read()[-3000:]
-    victim = tmp_path / "killed"
-    p = start(victim)
-    deadline = time.time() + 240
-    while _latest_step(victim) < 4:
-        assert p.poll() is None and time.time() < deadline, p.stderr.read()[-2000:] if p.poll() is not None else "timeout"
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert _latest_step(victim) < 10
-    again = start(victim, f"train.resume={victim}")
-    assert again.wait(timeout=300) == 0, again.stderr.read()[-3000:]
-    _same_state(load_checkpoint(tmp_path / "clean"), load_checkpoint(victim))
+    clean, resumed = sigkill_then_resume(args, tmp_path, kill_after=4)
+    assert clean["model_config"] == resumed["model_config"]
+    assert_same_state(clean, resumed)
+    for k, v in clean["optimizer"]["state"].items():
+        assert torch.equal(v["exp_avg"], resumed["optimizer"]["state"][k]["exp_avg"])
 
 
 @pytest.fixture(scope="module")
@@ -214,13 +182,7 @@ def test_sampling_a_joint_text_checkpoint_without_prompts_says_how(compose, tmp_
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(compose, tmp_path, free_port):
     args = SMALL + ["method=selfflow", "train.steps=4", "train.batch_size=4"]
-    run.main(compose(args + [f"run_dir={tmp_path / 'one'}"]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}",
-           "run.py", *args, f"run_dir={tmp_path / 'two'}"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    one, two = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
+    one, two = one_and_two_gloo_processes(compose, args, tmp_path, free_port)
     for part in ("model", "objective"):
         for k, v in one[part].items():
             torch.testing.assert_close(two[part][k], v, rtol=1e-5, atol=1e-6, msg=f"{part}.{k}")
