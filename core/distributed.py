@@ -7,6 +7,7 @@ LOCAL_RANK / MASTER_ADDR / MASTER_PORT. Backend: NCCL on GPUs, gloo on CPU.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ def init_distributed(backend: str = "auto") -> DistInfo:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+        # Leave the group while the interpreter is still whole: a gloo worker thread still alive at
+        # interpreter teardown can abort the process ("terminate called without an active
+        # exception", exit -6) after a run that finished correctly.
+        atexit.register(destroy_process_group)
     log.info("joined process group: rank %d of %d (%s)", rank, world, backend)
     return DistInfo(rank, world, local_rank, True)
 
@@ -65,6 +70,13 @@ def _export_slurm_env() -> None:
         raise RuntimeError("multi-task Slurm job without torchrun variables: install the `slurm` extra "
                            "(pip install -e '.[slurm]') or launch with torchrun inside the job") from exc
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def destroy_process_group() -> None:
+    """Destroy the default process group if one exists (no barrier: a rank that failed must not hang
+    the others at exit)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def current() -> DistInfo:
