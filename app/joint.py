@@ -257,8 +257,8 @@ def train_joint(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: b
     assets = trainer.write_samples("final")
     if is_main and assets:  # text: which prompt each member's sample was made from
         for m, prompts in trainer.member_prompts.items():
-            path = assets[f"{m}_prompts"] = run_dir / "samples" / m / "final_prompts.txt"
-            path.write_text("".join(prompts.captions[i] + "\n" for i in prompts.indices(int(cfg.sample.num_samples))))
+            assets[f"{m}_prompts"] = prompts.write_captions(run_dir / "samples" / m / "final_prompts.txt",
+                                                            int(cfg.sample.num_samples))
     trainer.run_hooks()
     if not is_main:
         return {**summary, "run_dir": str(run_dir)}

@@ -89,9 +89,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device, is_main: bool) -
     assets = trainer.write_samples("final")
     prompts = parts.get("prompts")
     if prompts is not None and is_main and assets:  # which prompt each sample of the grid was made from
-        n = int(cfg.sample.num_samples)
-        assets["prompts"] = run_dir / "samples" / "final_prompts.txt"
-        assets["prompts"].write_text("".join(prompts.captions[i] + "\n" for i in prompts.indices(n)))
+        assets["prompts"] = prompts.write_captions(run_dir / "samples" / "final_prompts.txt", int(cfg.sample.num_samples))
     trainer.run_hooks()
     if not is_main:
         return {**summary, "run_dir": str(run_dir)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -45,6 +46,12 @@ class PromptSet:
         """``(conditions (n, ...), class labels (n,))`` for ``Trainer.generate``."""
         idx = self.indices(n)
         return self.conditions[idx], self.classes[idx]
+
+    def write_captions(self, path, n: int) -> Path:
+        """Write the captions of the first ``n`` prompts (as ``take(n)`` cycles them), one per line."""
+        path = Path(path)
+        path.write_text("".join(self.captions[i] + "\n" for i in self.indices(n)))
+        return path
 
     def attributes_of(self, n: int) -> list[dict] | None:
         return None if self.attributes is None else [self.attributes[i] for i in self.indices(n)]
@@ -147,8 +154,6 @@ def prompt_set(dataset, encoder: CaptionEncoder, c: DictConfig, cfg: DictConfig)
 
 def read_prompts(path) -> list[str]:
     """One prompt per line; blank lines are skipped. A missing or empty file is one clear error."""
-    from pathlib import Path  # noqa: PLC0415
-
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"sample.prompts={p}: no such file (one prompt per line)")
