@@ -62,6 +62,16 @@ def sigkill_then_resume(args: list[str], tmp_path: Path, kill_after: int) -> tup
     return final, load_checkpoint(victim)
 
 
+def trained_run_dir(tmp_path_factory, name: str, overrides: list[str]) -> Path:
+    """Train ``run.py overrides`` once in this process (for module-scoped fixtures); returns its run dir."""
+    from hydra import compose, initialize_config_dir
+
+    out = tmp_path_factory.mktemp(name)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        run.main(compose(config_name="config", overrides=overrides + [f"run_dir={out}"]))
+    return out
+
+
 def one_and_two_gloo_processes(compose, args: list[str], tmp_path: Path, port: int, *extra_two) -> tuple[dict, dict]:
     """The same run in this process (``tmp_path/one``) and under ``torchrun --nproc_per_node=2`` on
     gloo (``tmp_path/two``, plus ``extra_two`` overrides). Returns both final checkpoints."""

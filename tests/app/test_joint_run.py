@@ -16,7 +16,7 @@ import run
 from app.joint import build_joint, member_config
 from core.checkpoint import load_checkpoint
 from core.joint import ModalitySchedule
-from run_helpers import assert_same_state, one_and_two_gloo_processes, sigkill_then_resume
+from run_helpers import assert_same_state, one_and_two_gloo_processes, sigkill_then_resume, trained_run_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["modality=joint", "model=micro", "train=smoke", "eval=none", "sample.num_samples=2", "sample.num_steps=2",
@@ -145,13 +145,7 @@ def test_each_member_is_evaluated_into_eval_json(compose, tmp_path):
 
 @pytest.fixture(scope="module")
 def joint_run(tmp_path_factory):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    out = tmp_path_factory.mktemp("joint_run")
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        run.main(hydra_compose(config_name="config", overrides=SMALL + ["method=fm", f"run_dir={out}"]))
-    return out
+    return trained_run_dir(tmp_path_factory, "joint_run", SMALL + ["method=fm"])
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from app.joint import build_joint
 from core.checkpoint import load_checkpoint
 from core.joint import ModalitySchedule
 from modalities.captions import dataset_captions
-from run_helpers import assert_same_state, one_and_two_gloo_processes, sigkill_then_resume
+from run_helpers import assert_same_state, one_and_two_gloo_processes, sigkill_then_resume, trained_run_dir
 
 REPO = Path(__file__).resolve().parents[2]
 MEMBERS = ("image", "video", "audio")
@@ -102,13 +102,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
 
 @pytest.fixture(scope="module")
 def joint_text_run(tmp_path_factory):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    out = tmp_path_factory.mktemp("joint_text_run")
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        run.main(hydra_compose(config_name="config", overrides=SMALL + ["method=fm", f"run_dir={out}"]))
-    return out
+    return trained_run_dir(tmp_path_factory, "joint_text_run", SMALL + ["method=fm"])
 
 
 @pytest.mark.slow
