@@ -42,6 +42,52 @@ PAPER = {
                        "selfflow": ("Self-Flow", [145.645, 0.1634, 0.1001])}},
 }
 
+# docs/joint_training.md, "What the paper does": Table 6 (App. D), one model on image + video + audio,
+# vanilla FM -> Self-Flow per loss weighting (w_I, w_V, w_A); sampling probabilities 0.57 / 0.30 / 0.13.
+# Per member: its columns, then per weighting (label, fm values, selfflow values).
+PAPER_JOINT_SOURCE = ("Table 6 (one 625M model on images, videos and audio; FLUX.2 / WAN2.2 / Songbloom AEs; "
+                      "vanilla FM -> Self-Flow per loss weighting (w_I, w_V, w_A))")
+PAPER_JOINT_WEIGHTINGS = ["(0.067, 0.319, 0.614)", "(0.105, 0.506, 0.389)", "(0.131, 0.628, 0.241) video-weighted",
+                          "(0.196, 0.079, 0.725) audio-weighted", "(0.308, 0.123, 0.569) image-weighted"]
+PAPER_JOINT = {
+    "image": (["fid"], [([4.04], [3.69]), ([3.51], [3.25]), ([3.35], [3.19]), ([3.07], [2.99]), ([2.83], [2.74])]),
+    "video": (["fid_frame", "fvd"], [([12.2, 72.9], [11.1, 66.3]), ([10.9, 64.8], [10.2, 61.0]),
+                                     ([10.3, 62.7], [9.82, 58.0]), ([18.1, 116], [17.7, 112]),
+                                     ([15.6, 101], [14.8, 96.7])]),
+    "audio": (["fad CLAP", "fad CLAP-A", "fad CLAP-M"],
+              [([153, 0.115, 0.178], [149.8, 0.114, 0.177]), ([155.4, 0.120, 0.183], [154.2, 0.119, 0.182]),
+               ([160.1, 0.127, 0.190], [157.4, 0.127, 0.189]), ([153.9, 0.115, 0.178], [149.1, 0.112, 0.176]),
+               ([156.4, 0.119, 0.182], [152.6, 0.117, 0.181])]),
+}
+PAPER_SCALE_NOTE = ("At the paper's scale (hundreds of millions of parameters, 10^5-10^6 steps, other data and "
+                    "networks); only the ordering is comparable with the table above, never the values.")
+
+
+def _paper_lines(modality: str, joint: bool) -> list[str]:
+    """The paper's rows for this modality section: Table 6 when the section holds joint runs, else its own table."""
+    if joint and modality in PAPER_JOINT:
+        metrics, rows = PAPER_JOINT[modality]
+        lines = ["", f"### The paper's numbers (not ours): {PAPER_JOINT_SOURCE}", "", PAPER_SCALE_NOTE, "",
+                 "| weighting (w_I, w_V, w_A) | " + " | ".join(f"{m}: FM -> Self-Flow" for m in metrics) + " |",
+                 "|---|" + "---|" * len(metrics)]
+        for label, (fm, sf) in zip(PAPER_JOINT_WEIGHTINGS, rows):
+            lines.append(f"| {label} | " + " | ".join(f"{a} -> {b}" for a, b in zip(fm, sf)) + " |")
+        return lines
+    paper = PAPER.get(modality)
+    if not paper:
+        return []
+    lines = ["", f"### The paper's numbers (not ours): {paper['source']}", "", PAPER_SCALE_NOTE, "",
+             "| paper row | " + " | ".join(paper["metrics"]) + " |", "|---|" + "---|" * len(paper["metrics"])]
+    for _, (label, vals) in paper["rows"].items():
+        lines.append(f"| {label} | " + " | ".join(str(x) for x in vals) + " |")
+    return lines
+
+
+def _sample_pngs(run_dir: str, modality: str) -> list[Path]:
+    """Final sample grids of a run: ``samples/final_*.png``, or a joint run's ``samples/<member>/final_*.png``."""
+    d = Path(run_dir) / "samples"
+    return sorted(d.glob("final_*.png")) or sorted((d / modality).glob("final_*.png"))
+
 
 def _f(x, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -176,17 +222,10 @@ def write_report(suite_dir: Path, target: str = "selfflow", title: str | None = 
                 lines.append(f"| {v} | " + " | ".join(_pm(c[k]) if k in c else "n/a" for k in keys) + " |")
         lines += ["", "### Samples (seed with the lowest number, EMA model)", ""]
         for v, dirs in res["runs"].items():
-            pngs = sorted(Path(dirs[0]).glob("samples/final_*.png")) if dirs else []
+            pngs = _sample_pngs(dirs[0], modality) if dirs else []
             links = " ".join(f"![{v}]({os.path.relpath(p, suite_dir)})" for p in pngs[:1])
             lines.append(f"- **{v}** ({os.path.relpath(dirs[0], suite_dir)}): {links or 'no sample PNG'}")
-        paper = PAPER.get(modality)
-        if paper:
-            lines += ["", f"### The paper's numbers (not ours): {paper['source']}", "",
-                      "At the paper's scale (hundreds of millions of parameters, 10^5-10^6 steps, other data and "
-                      "networks); only the ordering is comparable with the table above, never the values.", "",
-                      "| paper row | " + " | ".join(paper["metrics"]) + " |", "|---|" + "---|" * len(paper["metrics"])]
-            for _, (label, vals) in paper["rows"].items():
-                lines.append(f"| {label} | " + " | ".join(str(x) for x in vals) + " |")
+        lines += _paper_lines(modality, joint=any(v.startswith("joint-") for v in variants))
     lines += ["", "Per-run details: each run directory's report.md, eval.json (protocol of every number), "
               "metrics.jsonl. All statistics: aggregate.json.", ""]
     path = suite_dir / "report.md"

@@ -66,3 +66,27 @@ def test_a_joint_run_aggregates_as_one_run_per_member(tmp_path):
     result = aggregate(runs, target="joint-selfflow")
     (cmp,) = result["modalities"]["image"]["comparisons"]
     assert (cmp["baseline"], cmp["seeds"], cmp["mean_diff"]) == ("selfflow", [0, 1], -1.0)  # joint 1, 2 vs separate 2, 3
+
+
+def test_report_of_a_joint_suite_links_member_samples_and_prints_table_6(tmp_path):
+    from experiments.report import PAPER_JOINT, write_report
+
+    for seed in range(2):
+        _fake_run(tmp_path, "joint", "selfflow", seed, {"image": [{"metric": "fd_shapesnet", "value": 1.0 + seed}]},
+                  [{"step": 4, "image/fd_shapesnet": 1.0 + seed}])
+        _fake_run(tmp_path, "audio", "selfflow", seed, [{"metric": "fd_timbrenet", "value": 2.0}],
+                  [{"step": 4, "fd_timbrenet": 2.0}])
+    grid = tmp_path / "joint" / "selfflow" / "seed0" / "samples" / "image" / "final_grid.png"
+    grid.parent.mkdir(parents=True)
+    grid.write_bytes(b"\x89PNG")
+    text = write_report(tmp_path, target="joint-selfflow").read_text()
+    image, audio = text.split("## image")[1], text.split("## audio")[1].split("## image")[0]
+    # a joint member's final grid lives under samples/<member>/
+    assert "![joint-selfflow](joint/selfflow/seed0/samples/image/final_grid.png)" in image
+    # a section holding joint runs gets Table 6 (the member's own columns); one without gets the single-modality table
+    assert "Table 6" in image and "| (0.131, 0.628, 0.241) video-weighted | 3.35 -> 3.19 |" in image
+    assert "Table 6" not in audio and "Table 4" in audio
+    # every member has one FM -> Self-Flow pair per printed weighting, and Self-Flow is never worse in the paper
+    for member, (metrics, rows) in PAPER_JOINT.items():
+        assert len(rows) == 5 and all(len(fm) == len(sf) == len(metrics) for fm, sf in rows), member
+        assert all(b <= a for fm, sf in rows for a, b in zip(fm, sf)), member
