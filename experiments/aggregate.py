@@ -55,6 +55,10 @@ HIGHER_IS_BETTER = {"precision", "recall", "is", "inception_score"} | {f"{m}_{ne
 BETTER, WORSE, NO_DIFF, TOO_FEW = "better", "worse", "no detectable difference", "not enough seeds"
 
 
+# A joint run is listed once per member, under the member's modality, as variant "joint-<variant>".
+JOINT_PREFIX = "joint-"
+
+
 def lower_is_better(metric: str) -> bool:
     """Frechet distances (fid, sfid, fvd, fid_frame, fad_*, fd_*) and anything not listed as higher.
     Prompt adherence (``prompt_<attribute>_acc``, ``prompt_all_acc``) and CLIP score are accuracies /
@@ -159,7 +163,7 @@ def _load_run(run_dir: Path, records: list[dict], member: str | None) -> Run | N
     if modality is None or variant is None or seed is None:
         return None
     if member is not None:
-        modality, variant = member, f"joint-{variant}"
+        modality, variant = member, JOINT_PREFIX + variant
     run = Run(modality=modality, variant=variant, seed=int(seed), run_dir=run_dir)
     for rec in records:
         if isinstance(rec.get("value"), (int, float)) and math.isfinite(rec["value"]):

@@ -225,7 +225,7 @@ def write_report(suite_dir: Path, target: str = "selfflow", title: str | None = 
             pngs = _sample_pngs(dirs[0], modality) if dirs else []
             links = " ".join(f"![{v}]({os.path.relpath(p, suite_dir)})" for p in pngs[:1])
             lines.append(f"- **{v}** ({os.path.relpath(dirs[0], suite_dir)}): {links or 'no sample PNG'}")
-        lines += _paper_lines(modality, joint=any(v.startswith("joint-") for v in variants))
+        lines += _paper_lines(modality, joint=any(v.startswith(agg.JOINT_PREFIX) for v in variants))
     lines += ["", "Per-run details: each run directory's report.md, eval.json (protocol of every number), "
               "metrics.jsonl. All statistics: aggregate.json.", ""]
     path = suite_dir / "report.md"
