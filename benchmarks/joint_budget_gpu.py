@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +90,7 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="extra hydra overrides for every cell, e.g. train.precision=bf16")
     a = p.parse_args(argv)
     from experiments.report import write_report  # noqa: PLC0415
+    from experiments.manifest import failed_cells, new_invocation, update_manifest  # noqa: PLC0415
     from experiments.runner import cells, commands  # noqa: PLC0415
 
     from core.io_utils import git_commit  # noqa: PLC0415
@@ -109,22 +108,18 @@ def main(argv=None) -> int:
         raise SystemExit(f"--workers={a.workers}: must be >= 1")
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(budget, out / "budget.yaml")
-    manifest = {"budget": OmegaConf.to_container(budget), "commit": git_commit(),
-                "started": _dt.datetime.now().isoformat(timespec="seconds"),
-                "cells": [c.key for c in cells(budget, seeds=seeds, extra=extra)], "extra_overrides": extra,
-                "workers": a.workers, "torch_threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
-    (out / "suite.json").write_text(json.dumps(manifest, indent=1))
+    spec, keys = OmegaConf.to_container(budget), [c.key for c in cells(budget, seeds=seeds, extra=extra)]
+    invocation = {**new_invocation(git_commit(), keys), "extra_overrides": extra, "workers": a.workers}
+    update_manifest(out, spec, keys, invocation)
     me = [sys.executable, str(Path(__file__).resolve()), "--out", str(out)] + (["--no-gpu"] if a.no_gpu else [])
     groups, failed = _split(seeds, a.workers), False
     for batch in (groups[:1], groups[1:]):  # the first seed alone, then the rest in parallel
         procs = [subprocess.Popen(me + ["--worker-seeds", ",".join(map(str, g)), *a.overrides], cwd=REPO) for g in batch]
         failed |= any([proc.wait() != 0 for proc in procs])  # a list: wait for every worker
-    records = [json.loads(f.read_text()) for f in sorted(out.rglob("suite_cell.json"))]
-    manifest["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
-    manifest["failed"] = [r.get("run_dir") for r in records if r.get("status") == "failed"]
-    (out / "suite.json").write_text(json.dumps(manifest, indent=1))
+    invocation.update(finished=_dt.datetime.now().isoformat(timespec="seconds"), failed=failed_cells(out))
+    update_manifest(out, spec, keys, invocation)
     print(write_report(out, target=str(budget.get("target", "selfflow")), title=f"Benchmark `{budget.name}`"))
-    return 1 if failed or manifest["failed"] else 0
+    return 1 if failed or invocation["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -50,17 +50,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="suite directory (default: runs/benchmark/<budget>-<date>); rerun to resume")
     p.add_argument("--report", metavar="DIR", help="only aggregate the finished runs below DIR and write its report")
     p.add_argument("--target", help="variant the others are compared with (default: the budget's `target`, "
-                                    "else selfflow)")
+                                    "with --report the one recorded in DIR/suite.json, else selfflow)")
     p.add_argument("--print-commands", action="store_true",
                    help="print one `python run.py ...` line per cell (for torchrun / Slurm) and exit")
     p.add_argument("overrides", nargs="*", help="extra hydra overrides for every cell, e.g. train.steps=20")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from .report import write_report
+    from .report import default_target, write_report
     from .runner import commands, load_budget, run_suite
 
     if a.report:
-        print(write_report(Path(a.report), target=a.target or "selfflow"))
+        print(write_report(Path(a.report), target=a.target or default_target(Path(a.report))))
         return 0
     budget = load_budget(a.budget)
     out = Path(a.out or f"runs/benchmark/{budget.name}-{_dt.datetime.now():%Y-%m-%d_%H-%M-%S}")

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from core.report import finish_plot  # noqa: E402
 
 from . import aggregate as agg  # noqa: E402
+from .manifest import UNRECORDED, failed_cells, provenance  # noqa: E402
 
 # docs/method.md, "Paper results (as printed)". Scale: see PAPER_SCALE.
 PAPER = {
@@ -156,6 +157,35 @@ def _repa_caveat(runs: list[agg.Run], modality: str, metrics: list[str]) -> str 
     return None
 
 
+def _provenance_lines(suite_dir: Path, manifest: dict, runs: list) -> list[str]:
+    """Budget, commits and dates of the cells this report aggregates (from their own records)."""
+    p = provenance(sorted({Path(r.run_dir) for r in runs}))
+    if not p["cells"]:
+        return []
+    name = (manifest.get("budget") or {}).get("name")
+    n_inv = len(manifest.get("invocations", []))
+    code = ", ".join(f"`{c}` ({n} cell{'s' if n != 1 else ''})" for c, n in sorted(p["commits"].items()))
+    text = (f"{'Budget `' + name + '`: ' if name else ''}{p['cells']} finished run directories"
+            f"{f' from {n_inv} invocation(s) of the suite runner' if n_inv else ''}. Code: {code}")
+    if UNRECORDED in p["commits"]:
+        text += " (no commit in their suite_cell.json: run before cells recorded it, or outside the suite runner; " \
+                "each run's report.md names its commit)"
+    if p["first_start"]:
+        text += f". Cells ran from {p['first_start']} to {p['last_finish'] or '?'} (first start, last finish)"
+    lines = [text + "."]
+    failed = failed_cells(suite_dir)
+    if failed:
+        lines += ["", f"**Failed cells** (see their suite_cell.json): {', '.join(failed)}"]
+    return lines
+
+
+def default_target(suite_dir: Path) -> str:
+    """The target the suite's budget names (``suite.json``), else ``selfflow``."""
+    path = Path(suite_dir) / "suite.json"
+    budget = (json.loads(path.read_text()).get("budget") or {}) if path.exists() else {}
+    return str(budget.get("target") or "selfflow")
+
+
 def write_report(suite_dir: Path, target: str = "selfflow", title: str | None = None) -> Path:
     """Aggregate every finished run below ``suite_dir`` and write ``report.md`` + plots there."""
     suite_dir = Path(suite_dir)
@@ -166,12 +196,7 @@ def write_report(suite_dir: Path, target: str = "selfflow", title: str | None = 
     s = result["settings"]
     name = manifest.get("budget", {}).get("name")
     lines = [f"# {title or ('Benchmark `' + name + '`' if name else 'Benchmark: Self-Flow vs REPA vs flow matching')}", ""]
-    if manifest:
-        b = manifest.get("budget", {})
-        lines += [f"Budget `{b.get('name')}`, commit `{manifest.get('commit')}`, started {manifest.get('started')}"
-                  f"{', finished ' + manifest['finished'] if manifest.get('finished') else ''}."]
-        if manifest.get("failed"):
-            lines += ["", f"**Failed cells** (see their suite_cell.json): {', '.join(manifest['failed'])}"]
+    lines += _provenance_lines(suite_dir, manifest, runs)
     lines += ["", f"Statistics (docs/statistics.md): mean ± std over seeds (ddof=1). Paired differences "
               f"`{target} − baseline` per seed; 95% paired t-interval of their mean; exact two-sided sign-flip "
               f"permutation p-value (all 2^n sign patterns for n ≤ {s['exact_max_pairs']}, else {s['mc_resamples']} random ones; statistic |mean|); MDE = the smallest true mean "

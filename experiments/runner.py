@@ -5,9 +5,9 @@ ordinary run composed with hydra from the real config tree, so a cell is exactly
 ``python run.py <the same overrides>`` does; ``commands()`` prints those command lines, which is
 how a cluster (torchrun / Slurm) or a plain hydra multirun reproduces the suite.
 
-Layout: ``<suite_dir>/suite.json`` (budget, commit, cells) and one run directory per cell,
-``<suite_dir>/<modality>/<variant>/seed<k>/``, holding the run's own files plus
-``suite_cell.json`` (overrides, wall time, peak memory, status). A cell whose ``eval.json``
+Layout: ``<suite_dir>/suite.json`` (budget, cells, one entry per invocation: see manifest.py) and
+one run directory per cell, ``<suite_dir>/<modality>/<variant>/seed<k>/``, holding the run's own files plus
+``suite_cell.json`` (overrides, commits, wall time, peak memory, status). A cell whose ``eval.json``
 exists is skipped; an interrupted cell resumes from its last checkpoint.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import threading
 import time
 import traceback
@@ -26,6 +25,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from core.io_utils import git_commit
+
+from .manifest import cell_commits, new_invocation, update_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -168,8 +169,12 @@ def run_cell(cell: Cell, suite_dir: Path) -> dict:
     overrides = list(cell.overrides) + [f"run_dir={run_dir}"]
     if (run_dir / "checkpoints").exists():  # interrupted earlier: continue instead of starting over
         overrides.append(f"train.resume={run_dir}")
-    record = {**asdict(cell), "run_dir": str(run_dir), "status": "running",
-              "started": _dt.datetime.now().isoformat(timespec="seconds")}
+    previous = json.loads(record_path.read_text()) if record_path.exists() else {}  # an interrupted attempt
+    commit = git_commit()
+    now = _dt.datetime.now().isoformat(timespec="seconds")
+    record = {**asdict(cell), "run_dir": str(run_dir), "status": "running", "started": now,
+              "first_started": previous.get("first_started") or previous.get("started") or now,
+              "commit": commit, "commits": cell_commits(previous, commit)}
     run_dir.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1))
     cfg = compose(overrides)
@@ -199,15 +204,15 @@ def run_suite(budget: DictConfig, suite_dir: Path, **kw) -> list[dict]:
     suite_dir = Path(suite_dir)
     suite_dir.mkdir(parents=True, exist_ok=True)
     grid = cells(budget, **kw)
-    manifest = {"budget": OmegaConf.to_container(budget, resolve=True), "commit": git_commit(),
-                "started": _dt.datetime.now().isoformat(timespec="seconds"), "cells": [c.key for c in grid],
-                "torch_threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
-    (suite_dir / "suite.json").write_text(json.dumps(manifest, indent=1))
+    keys = [c.key for c in grid]
+    spec = OmegaConf.to_container(budget, resolve=True)
+    invocation = new_invocation(git_commit(), keys)
+    update_manifest(suite_dir, spec, keys, invocation)  # refuses a directory of another budget, before any run
     records = []
     for i, cell in enumerate(grid, 1):
         log.info("[%d/%d] %s", i, len(grid), cell.key)
         records.append(run_cell(cell, suite_dir))
-    manifest["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
-    manifest["failed"] = [r.get("run_dir") for r in records if r.get("status") == "failed"]
-    (suite_dir / "suite.json").write_text(json.dumps(manifest, indent=1))
+    invocation.update(finished=_dt.datetime.now().isoformat(timespec="seconds"),
+                      failed=[r.get("run_dir") for r in records if r.get("status") == "failed"])
+    update_manifest(suite_dir, spec, keys, invocation)
     return records
