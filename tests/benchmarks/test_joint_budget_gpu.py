@@ -89,8 +89,11 @@ def test_parallel_driver_writes_one_suite(gpu, tmp_path):
     out = tmp_path / "suite"
     assert gpu.main(["--base", str(budget), "--scale", "2", "--workers", "3", "--no-gpu", "--out", str(out)]) == 0
     manifest = json.loads((out / "suite.json").read_text())
-    assert manifest["cells"] == ["image/fm/seed0", "image/fm/seed1"] and manifest["failed"] == []
+    assert manifest["cells"] == ["image/fm/seed0", "image/fm/seed1"]
+    (invocation,) = manifest["invocations"]
+    assert invocation["failed"] == [] and invocation["finished"] and invocation["workers"] == 3
     for seed in (0, 1):
         record = json.loads((out / "image" / "fm" / f"seed{seed}" / "suite_cell.json").read_text())
         assert record["status"] == "finished" and record["steps"] == 2  # train.steps=1 scaled x2
+        assert record["commits"] == [invocation["commit"]]  # the same checkout ran the driver and the cell
     assert "Benchmark `mini_gpu_x2`" in (out / "report.md").read_text()
