@@ -48,6 +48,11 @@ def _read(path: Path) -> dict:
                          "a fresh manifest; the run directories keep their own records") from exc
 
 
+def read_manifest(suite_dir: Path) -> dict:
+    """``<suite_dir>/suite.json``, or ``{}`` where there is none (e.g. a plain hydra multirun)."""
+    return _read(Path(suite_dir) / MANIFEST)
+
+
 def update_manifest(suite_dir: Path, budget: dict, cell_keys: list[str], invocation: dict) -> dict:
     """Merge this invocation into ``suite.json`` and return the merged manifest.
 
@@ -101,11 +106,12 @@ def provenance(run_dirs: list[Path]) -> dict:
     """
     commits, starts, finishes = Counter(), [], []
     for d in run_dirs:
-        rec = _read(Path(d) / "suite_cell.json") if (Path(d) / "suite_cell.json").exists() else {}
+        rec = _read(Path(d) / "suite_cell.json")
         seen = cell_commits(rec, None)
         commits["+".join(seen) if seen else UNRECORDED] += 1
-        if rec.get("started"):
-            starts.append(rec["started"])
+        start = rec.get("first_started") or rec.get("started")  # a resumed cell began at its first attempt
+        if start:
+            starts.append(start)
         if rec.get("finished"):
             finishes.append(rec["finished"])
     return {"cells": len(run_dirs), "commits": dict(commits), "first_start": min(starts, default=None),

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from core.report import finish_plot  # noqa: E402
 
 from . import aggregate as agg  # noqa: E402
-from .manifest import UNRECORDED, failed_cells, provenance  # noqa: E402
+from .manifest import UNRECORDED, failed_cells, provenance, read_manifest  # noqa: E402
 
 # docs/method.md, "Paper results (as printed)". Scale: see PAPER_SCALE.
 PAPER = {
@@ -181,9 +181,7 @@ def _provenance_lines(suite_dir: Path, manifest: dict, runs: list) -> list[str]:
 
 def default_target(suite_dir: Path) -> str:
     """The target the suite's budget names (``suite.json``), else ``selfflow``."""
-    path = Path(suite_dir) / "suite.json"
-    budget = (json.loads(path.read_text()).get("budget") or {}) if path.exists() else {}
-    return str(budget.get("target") or "selfflow")
+    return str((read_manifest(suite_dir).get("budget") or {}).get("target") or "selfflow")
 
 
 def write_report(suite_dir: Path, target: str = "selfflow", title: str | None = None) -> Path:
@@ -192,7 +190,7 @@ def write_report(suite_dir: Path, target: str = "selfflow", title: str | None = 
     runs = agg.load_runs(suite_dir)
     result = agg.aggregate(runs, target=target)
     (suite_dir / "aggregate.json").write_text(json.dumps(result, indent=1, default=str))
-    manifest = json.loads((suite_dir / "suite.json").read_text()) if (suite_dir / "suite.json").exists() else {}
+    manifest = read_manifest(suite_dir)
     s = result["settings"]
     name = manifest.get("budget", {}).get("name")
     lines = [f"# {title or ('Benchmark `' + name + '`' if name else 'Benchmark: Self-Flow vs REPA vs flow matching')}", ""]

@@ -86,6 +86,8 @@ def test_provenance_counts_commits_and_spans_the_cells_dates(tmp_path):
     p = provenance(dirs)
     assert p == {"cells": 4, "commits": {"aaa": 2, "aaa+bbb": 1, "not recorded": 1},
                  "first_start": "2026-12-02T00:30:00", "last_finish": "2026-12-02T03:00:00"}
+    # a resumed cell counts from its first attempt, not from the resume
+    assert provenance(dirs[:1])["first_start"] == "2026-12-02T01:00:00"
 
 
 def test_report_header_names_commits_dates_and_failed_cells(tmp_path):
