@@ -35,7 +35,7 @@ from modalities.splits import split_seed
 
 log = logging.getLogger(__name__)
 
-CLASSIFIER_VERSION = 1  # bump when the training loop changes: part of the cache key
+CLASSIFIER_VERSION = 2  # bump when the training loop changes: part of the cache key (2: one thread)
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,22 @@ def tensor_hash(*tensors: Tensor) -> str:
 
 @contextlib.contextmanager
 def _deterministic(seed: int):
-    """Fixed RNG state and deterministic kernels for the duration; restores both afterwards."""
-    was = torch.are_deterministic_algorithms_enabled()
+    """Fixed RNG state, deterministic kernels and ONE intra-op thread for the duration; restores all three.
+
+    Deterministic kernels alone are not enough: a CPU convolution's and a matrix product's
+    reduction order depends on how the work is split over threads, so the same recipe trained
+    with OMP_NUM_THREADS=1 and =2 ends in different weights (and, near an accuracy bar, in a
+    different verdict). With one thread the weights are bit-identical for any thread setting.
+    """
+    was, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(1)
         try:
             yield
         finally:
+            torch.set_num_threads(threads)
             torch.use_deterministic_algorithms(was)
 
 
@@ -157,7 +165,7 @@ def train_or_load(name: str, make_net, recipe: Recipe, train: tuple[Tensor, Tens
                   "parameters": sum(p.numel() for p in net.parameters()), "recipe": asdict(recipe),
                   "n_train": len(train[0]), "n_heldout": len(heldout[0]),
                   "train_accuracy": accuracy(net, *train), "heldout_accuracy": accuracy(net, *heldout),
-                  "train_seconds": round(seconds, 2), "torch_threads": torch.get_num_threads(), **(extra or {})}
+                  "train_seconds": round(seconds, 2), "torch_threads": 1, **(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({"state_dict": net.state_dict(), "provenance": provenance}, path)  # no half-written weights
     log.info("trained %s in %.1f s: held-out accuracy %.3f -> %s", name, seconds, provenance["heldout_accuracy"],

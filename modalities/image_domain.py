@@ -28,5 +28,5 @@ class ShapesNet(nn.Module):
         return self.head(self.features(x))
 
 
-SHAPESNET = DomainSpec(name="shapesnet", make_net=ShapesNet, recipe=Recipe(epochs=12, batch_size=32, lr=3e-3),
-                       classifier_per_class=200, dataset_type=ShapesDataset)
+SHAPESNET = DomainSpec(name="shapesnet", make_net=ShapesNet, recipe=Recipe(epochs=20, batch_size=32, lr=3e-3),
+                       classifier_per_class=400, dataset_type=ShapesDataset)

@@ -27,8 +27,15 @@ def _tiny_data(tmp_path):
 def test_classifier_training_is_deterministic_and_cached(tmp_path, monkeypatch):
     train, held = _tiny_data(tmp_path / "data")
     make = lambda: ShapesNet(num_classes=4, width=4)  # noqa: E731
-    a = C.train_or_load("t", make, TINY, train, held, cache_dir=tmp_path / "a")
-    b = C.train_or_load("t", make, TINY, train, held, cache_dir=tmp_path / "b")
+    threads = torch.get_num_threads()
+    try:  # the caller's thread setting must not reach the weights (CI runs with 2, a laptop with 8)
+        torch.set_num_threads(1)
+        a = C.train_or_load("t", make, TINY, train, held, cache_dir=tmp_path / "a")
+        torch.set_num_threads(2)
+        b = C.train_or_load("t", make, TINY, train, held, cache_dir=tmp_path / "b")
+        assert torch.get_num_threads() == 2  # restored after training
+    finally:
+        torch.set_num_threads(threads)
     assert not a.loaded_from_cache and not b.loaded_from_cache
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
         assert torch.equal(va, vb), k
@@ -87,9 +94,9 @@ def test_classifier_accuracy_real_vs_noise_and_memorisation(name):
     clf, (hx, hy) = get_classifier(spec, ds)
     prov = clf.provenance
     print(f"{name}: held-out accuracy {prov.get('heldout_accuracy')}, trained in {prov.get('train_seconds')} s")
-    assert prov["heldout_accuracy"] >= 0.9  # training time is recorded in the provenance, not asserted (load-dependent)
+    assert prov["heldout_accuracy"] >= 0.95  # trained to saturation: a margin over the 0.9 the metrics rely on; training time is recorded in the provenance, not asserted (load-dependent)
     real = {r["metric"]: r for r in domain_metrics(hx, ds, hy, spec=spec, max_train=400)}
-    assert real[f"class_acc_{name}"]["value"] >= 0.9
+    assert real[f"class_acc_{name}"]["value"] >= 0.95
     assert real[f"memorisation_{name}"]["value"] == 0.0  # held-out items are no copies
     assert real[f"fd_{name}"]["value"] == pytest.approx(0.0, abs=1e-6)  # identical to the reference
     chance = 1 / ds.num_classes
