@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,7 @@ class Recipe:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    schedule: str = "constant"  # constant | cosine (lr decays to 0 over the epochs: settles at saturation)
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -112,6 +114,11 @@ def train_classifier(net: nn.Module, x: Tensor, y: Tensor, recipe: Recipe, train
     """
     g = torch.Generator().manual_seed(recipe.seed)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.schedule not in ("constant", "cosine"):
+        raise ValueError(f"Recipe.schedule={recipe.schedule!r}: must be constant or cosine")
+    steps = recipe.epochs * -(-len(x) // recipe.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, (lambda k: 0.5 * (1 + math.cos(math.pi * k / steps))) if recipe.schedule == "cosine" else (lambda k: 1.0))
     net.train()
     for _ in range(recipe.epochs):
         order = torch.randperm(len(x), generator=g)
@@ -124,6 +131,7 @@ def train_classifier(net: nn.Module, x: Tensor, y: Tensor, recipe: Recipe, train
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
     return net.eval()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.domain_metrics import domain_metrics, memorisation
+from app.domain_metrics import domain_metrics
 from app.evaluation import modality_metrics
 from modalities import classifier as C
 from modalities.audio.synth import SynthInstrumentsDataset
@@ -57,24 +57,14 @@ def test_classifier_training_is_deterministic_and_cached(tmp_path, monkeypatch):
         C.train_or_load("t", make, TINY, (train[0][:-1], train[1][:-1]), held, cache_dir=tmp_path / "a")
 
 
-def test_memorisation_flags_copies_of_training_items_and_not_held_out_items():
-    g = torch.Generator().manual_seed(0)
-    train, held = torch.randn(300, 8, generator=g), torch.randn(100, 8, generator=g)
-    copies = memorisation(train[:50] + 1e-4, train, held)
-    assert copies["frac_closer"] == 1.0 and copies["nn_ratio"] < 0.01
-    fresh = memorisation(held, train, held)
-    assert fresh["frac_closer"] == 0.0 and fresh["nn_ratio"] == pytest.approx(1.0)
-    new = memorisation(torch.randn(100, 8, generator=g), train, held)
-    assert new["frac_closer"] < 0.05 and 0.7 < new["nn_ratio"] < 1.4
-
-
 def test_domain_metrics_refuse_other_data_sets(tmp_path):
     from modalities.image import ImageFolderDataset
 
     ds = ImageFolderDataset(ShapesDataset(root=tmp_path, per_class=2, heldout_per_class=0).root)
     recs = domain_metrics(torch.zeros(4, 3, 32, 32), ds, torch.arange(4) % 4, spec=SHAPESNET)
-    assert [r["metric"] for r in recs] == ["class_acc_shapesnet", "fd_shapesnet", "precision_shapesnet",
-                                           "recall_shapesnet", "memorisation_shapesnet"]
+    assert [r["metric"] for r in recs] == ["class_acc_shapesnet", "ood_frac_shapesnet", "fd_shapesnet", "precision_shapesnet",
+                                           "recall_shapesnet",
+                                           "memorisation_shapesnet"]
     assert all(r["value"] is None and "embedded ShapesDataset" in r["reason"] for r in recs)
 
 
@@ -97,12 +87,13 @@ def test_classifier_accuracy_real_vs_noise_and_memorisation(name):
     assert prov["heldout_accuracy"] >= 0.95  # trained to saturation: a margin over the 0.9 the metrics rely on; training time is recorded in the provenance, not asserted (load-dependent)
     real = {r["metric"]: r for r in domain_metrics(hx, ds, hy, spec=spec, max_train=400)}
     assert real[f"class_acc_{name}"]["value"] >= 0.95
-    assert real[f"memorisation_{name}"]["value"] == 0.0  # held-out items are no copies
+    assert real[f"memorisation_{name}"]["value"] <= 0.02  # held-out items are no copies (the threshold's 1%)
     assert real[f"fd_{name}"]["value"] == pytest.approx(0.0, abs=1e-6)  # identical to the reference
     chance = 1 / ds.num_classes
     labels = torch.arange(120) % ds.num_classes
     fake = {r["metric"]: r for r in domain_metrics(noise(120), ds, labels, spec=spec, max_train=400)}
-    assert abs(fake[f"class_acc_{name}"]["value"] - chance) < 0.15
+    assert fake[f"ood_frac_{name}"]["value"] >= 0.95 and fake[f"class_acc_{name}"]["value"] <= chance
+    assert abs(fake[f"class_acc_{name}"]["class_acc_any_class"] - chance) < 0.15  # the bare argmax: chance
     assert fake[f"fd_{name}"]["value"] > 10 * fake[f"fd_{name}"]["real_value"]
     assert fake[f"precision_{name}"]["value"] < 0.2 < fake[f"precision_{name}"]["real_value"]
     assert fake[f"class_acc_{name}"]["classifier_loaded_from_cache"]  # trained once above
