@@ -24,15 +24,21 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def quantize(x) -> np.ndarray:
-    """Model output (N, 3, H, W) float in [-1, 1] -> uint8 NHWC numpy. uint8 input passes through."""
+    """Model output (N, 3 or 1, H, W) float in [-1, 1] -> uint8 NHWC numpy with 3 channels. uint8 passes through."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
+    # Grey images (one channel) are replicated to RGB: what PIL's convert("RGB") does to a grey
+    # reference file, so samples and references of a grey data set meet the network the same way.
     if x.dtype == torch.uint8:
+        if x.ndim == 4 and x.shape[-1] == 1:
+            x = x.expand(-1, -1, -1, 3)
         if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"uint8 images must be NHWC with 3 channels, got {tuple(x.shape)}")
-        return x.cpu().numpy()
+            raise ValueError(f"uint8 images must be NHWC with 3 (or 1) channels, got {tuple(x.shape)}")
+        return x.cpu().contiguous().numpy()
+    if x.ndim == 4 and x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
     if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"float images must be (N, 3, H, W) in [-1, 1], got {tuple(x.shape)}")
+        raise ValueError(f"float images must be (N, 3, H, W) (or (N, 1, H, W) grey) in [-1, 1], got {tuple(x.shape)}")
     q = to_uint8(x.detach().cpu())  # the FID protocol's rounding (core/io_utils.py)
     return q.permute(0, 2, 3, 1).contiguous().numpy()
 

@@ -50,7 +50,9 @@ MIN_REL_EFFECT = 0.01
 EXACT_MAX_PAIRS = 20  # 2^20 sign patterns (8 MB of sums); beyond it, Monte Carlo
 MC_RESAMPLES = 100_000
 MC_SEED = 0
-HIGHER_IS_BETTER = {"precision", "recall", "is", "inception_score"} | {f"{m}_{net}" for m in ("class_acc", "precision", "recall") for net in ("shapesnet", "digitnet", "timbrenet")} | {"motion_tracked_frac"}  # noqa: E501
+HIGHER_IS_BETTER = {"precision", "recall", "is", "inception_score", "motion_tracked_frac", "motion_shape_corr"}
+# a domain classifier's metrics are named <what>_<classifier>: these <what>s are accuracies / coverages
+HIGHER_IS_BETTER_PREFIXES = ("class_acc_", "precision_", "recall_", "frame_agreement_", "frame_acc_")
 # outcome keys (the verdict text adds the numbers: see verdict())
 BETTER, WORSE, NO_DIFF, TOO_FEW = "better", "worse", "no detectable difference", "not enough seeds"
 
@@ -65,7 +67,7 @@ def lower_is_better(metric: str) -> bool:
     similarities, so higher is better."""
     if metric.startswith("prompt_") and metric.endswith("_acc") or metric == "clip_score":
         return False
-    return metric not in HIGHER_IS_BETTER
+    return metric not in HIGHER_IS_BETTER and not metric.startswith(HIGHER_IS_BETTER_PREFIXES)
 
 
 # ---- reading run directories ---------------------------------------------------------------------

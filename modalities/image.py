@@ -39,17 +39,18 @@ SHAPES = ("circle", "square", "triangle", "cross")
 #################################################################################
 
 
-def load_image(path: Path, image_size: int) -> Tensor:
-    """Read an image file as ``(3, S, S)`` float in [-1, 1]: RGB, shorter side to S, centre crop."""
+def load_image(path: Path, image_size: int, channels: int = 3) -> Tensor:
+    """Read an image file as ``(channels, S, S)`` float in [-1, 1]: RGB (3) or grey (1), shorter side to S,
+    centre crop."""
     with Image.open(path) as img:
-        img = img.convert("RGB")
+        img = img.convert({3: "RGB", 1: "L"}[channels])
         scale = image_size / min(img.size)
         if scale != 1.0:
             img = img.resize((max(image_size, round(img.width * scale)), max(image_size, round(img.height * scale))),
                              Image.BICUBIC)
         left, top = (img.width - image_size) // 2, (img.height - image_size) // 2
         img = img.crop((left, top, left + image_size, top + image_size))
-        arr = np.asarray(img, dtype=np.float32)
+        arr = np.asarray(img, dtype=np.float32).reshape(img.height, img.width, channels)
     return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
 
 
@@ -66,9 +67,11 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, image_size: int = 32, verify: bool = True, eval_root: str | Path | None = None,
-                 eval_fraction: float = 0.0):
+                 eval_fraction: float = 0.0, channels: int = 3):
+        if channels not in (1, 3):
+            raise ValueError(f"modality.dataset.channels={channels}: must be 3 (RGB) or 1 (grey)")
         self.root = Path(root).expanduser()
-        self.image_size = image_size
+        self.image_size, self.channels = image_size, int(channels)
         self.verify = verify
         self.eval_root = check_eval_root(eval_root, self.root)  # held-out reference folder, or None
         if not self.root.is_dir():
@@ -105,14 +108,14 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.samples[index]
-        return load_image(path, self.image_size), label
+        return load_image(path, self.image_size, self.channels), label
 
     def reference_dataset(self) -> "ImageFolderDataset | None":
         """The held-out items (``eval_root``) as a data set, or None when none was given."""
         if self.eval_root is None:
             return None
-        return align_classes(ImageFolderDataset(self.eval_root, self.image_size, self.verify), self.class_names,
-                             attr="samples")
+        return align_classes(ImageFolderDataset(self.eval_root, self.image_size, self.verify,
+                                                channels=self.channels), self.class_names, attr="samples")
 
     def reference_root(self) -> Path | None:
         """Folder every metric compares samples with (see modalities/splits.py)."""
