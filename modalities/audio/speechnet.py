@@ -12,39 +12,18 @@ The metrics over its features are computed by app/domain_metrics.py (docs/domain
 from __future__ import annotations
 
 import torch
-import torchaudio.transforms as AT
-from torch import Tensor, nn
+from torch import Tensor
 
 from modalities.audio.spoken_digits import SpokenDigitsDataset
-from modalities.classifier import DomainSpec, Recipe, conv_block
+from modalities.audio.timbrenet import TimbreNet, _waves
+from modalities.classifier import DomainSpec, Recipe
 
 
-class SpeechNet(nn.Module):
-    """``(B, L)`` waveforms in [-1, 1] -> features ``(B, 8 * width)``."""
+class SpeechNet(TimbreNet):
+    """``(B, L)`` waveforms in [-1, 1] -> features ``(B, 8 * width)``: TimbreNet with four conv blocks."""
 
     def __init__(self, num_classes: int = 10, width: int = 16, sample_rate: int = 16000, n_mels: int = 64):
-        super().__init__()
-        self.mel = AT.MelSpectrogram(sample_rate=sample_rate, n_fft=512, hop_length=256, n_mels=n_mels)
-        self.body = nn.Sequential(conv_block(1, width), conv_block(width, 2 * width), conv_block(2 * width, 4 * width),
-                                  conv_block(4 * width, 8 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(8 * width, num_classes)
-
-    def log_mel(self, wave: Tensor) -> Tensor:
-        """``(B, L)`` -> per-clip standardised log-mel ``(B, 1, n_mels, frames)``."""
-        m = torch.log(self.mel(wave.float()) + 1e-5)
-        m = (m - m.mean((1, 2), keepdim=True)) / m.std((1, 2), keepdim=True).clamp(min=1e-5)
-        return m[:, None]
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.body(self.log_mel(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
-
-
-def _waves(fake: Tensor) -> Tensor:
-    """Generated audio as ``(N, L)`` (a channel axis of 1 is dropped)."""
-    return fake.reshape(fake.shape[0], -1) if fake.dim() == 3 and fake.shape[1] == 1 else fake
+        super().__init__(num_classes, width, sample_rate, n_mels, blocks=4)
 
 
 def random_shift(batch: Tensor, g: torch.Generator, max_shift: int = 2400) -> Tensor:

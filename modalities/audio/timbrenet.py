@@ -17,14 +17,20 @@ from modalities.classifier import DomainSpec, Recipe, conv_block
 
 
 class TimbreNet(nn.Module):
-    """``(B, L)`` waveforms in [-1, 1] -> features ``(B, 4 * width)``."""
+    """``(B, L)`` waveforms in [-1, 1] -> features ``(B, 2 ** (blocks - 1) * width)``.
 
-    def __init__(self, num_classes: int = 6, width: int = 16, sample_rate: int = 16000, n_mels: int = 64):
+    ``blocks`` conv blocks (width doubling each) over a per-clip standardised log-mel; the spoken
+    digits' classifier (modalities/audio/speechnet.py) is the same network one block deeper.
+    """
+
+    def __init__(self, num_classes: int = 6, width: int = 16, sample_rate: int = 16000, n_mels: int = 64,
+                 blocks: int = 3):
         super().__init__()
         self.mel = AT.MelSpectrogram(sample_rate=sample_rate, n_fft=512, hop_length=256, n_mels=n_mels)
-        self.body = nn.Sequential(conv_block(1, width), conv_block(width, 2 * width), conv_block(2 * width, 4 * width),
+        widths = [1] + [width * 2 ** i for i in range(blocks)]
+        self.body = nn.Sequential(*(conv_block(a, b) for a, b in zip(widths, widths[1:])),
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(4 * width, num_classes)
+        self.head = nn.Linear(widths[-1], num_classes)
 
     def log_mel(self, wave: Tensor) -> Tensor:
         """``(B, L)`` -> per-clip standardised log-mel ``(B, 1, n_mels, frames)``."""

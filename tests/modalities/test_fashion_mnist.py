@@ -117,7 +117,7 @@ def test_classifier_reaches_its_accuracy_on_the_official_test_items():
     assert clf.provenance["heldout_accuracy"] >= FASHIONNET.notes["min_heldout_accuracy"]
     recs = {r["metric"]: r for r in domain_metrics(hx, ds, hy, spec=FASHIONNET, max_train=400)}
     assert recs["fd_fashionnet"]["value"] == pytest.approx(0.0, abs=1e-6)
-    assert recs["memorisation_fashionnet"]["value"] == 0.0
+    assert recs["memorisation_fashionnet"]["value"] <= 0.02  # held-out items: the check's ~1% false positives
 
 
 @pytest.mark.slow
