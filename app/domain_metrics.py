@@ -21,8 +21,8 @@ import torch
 from hydra.utils import get_object
 from torch import Tensor
 
-from evals.fid import precision_recall
 from app.memorisation import memorisation_check
+from evals.fid import precision_recall
 from evals.frechet import compute_stats, frechet_distance
 from modalities.classifier import DomainSpec, get_classifier, predict, stack_split
 from modalities.splits import CLASSIFIER_SEED_OFFSET, HELDOUT_SEED_OFFSET
@@ -40,21 +40,20 @@ def knn_distance(feats: Tensor, bank: Tensor, k: int = OOD_K) -> Tensor:
     return torch.cdist(feats.double(), bank.double()).topk(k, largest=False).values[:, -1]
 
 
-def in_distribution(feats: Tensor, bank: Tensor, calibration: Tensor, quantile: float = OOD_QUANTILE) -> tuple[Tensor, float]:
-    """``(accepted (N,) bool, threshold)``: which rows of ``feats`` lie where real items do.
+def ood_threshold(calibration: Tensor, bank: Tensor, quantile: float = OOD_QUANTILE) -> float:
+    """The in-distribution threshold: the ``quantile`` of held-out real items' :func:`knn_distance` scores.
 
     A classifier's softmax is confident on inputs unlike any real item (uniform noise, a grey
     frame), so its answer alone would credit garbage. Its *features* tell: real items lie close
     to other real items, noise far away. The score of an input is its distance to the
-    ``OOD_K``-th nearest training item (``bank``); an input is accepted when that is at most the
-    ``quantile`` of the scores of ``calibration``, held-out real items (so about 2% of new real
-    items are rejected; the check is reported on other held-out items than those that set it).
+    ``OOD_K``-th nearest training item (``bank``); an input is accepted when that is at most this
+    threshold, set on ``calibration`` (held-out real items), so about 2% of new real items are
+    rejected; the check is reported on other held-out items than those that set it.
     """
-    tau = float(torch.quantile(knn_distance(calibration, bank), quantile))
-    return knn_distance(feats, bank) <= tau, tau
+    return float(torch.quantile(knn_distance(calibration, bank), quantile))
 
 
-def _scores(feats: Tensor, logits: Tensor, labels: Tensor | None, ref_feats: Tensor) -> dict:
+def _scores(feats: Tensor, ref_feats: Tensor) -> dict:
     out = {"fd": frechet_distance(compute_stats(ref_feats.numpy()), compute_stats(feats.numpy()))}
     out["precision"], out["recall"] = precision_recall(ref_feats.numpy(), feats.numpy(), k=K_NN)
     return out
@@ -63,8 +62,7 @@ def _scores(feats: Tensor, logits: Tensor, labels: Tensor | None, ref_feats: Ten
 def _accuracy(logits: Tensor, labels: Tensor, accepted: Tensor) -> dict:
     """Class accuracy that counts an item as correct only when it is also in distribution."""
     correct = logits.argmax(1) == labels
-    return {"class_acc": float((correct & accepted).double().mean()), "class_acc_any": float(correct.double().mean()),
-            "ood_frac": float((~accepted).double().mean())}
+    return {"class_acc": float((correct & accepted).double().mean()), "class_acc_any": float(correct.double().mean())}
 
 
 def domain_metrics(fake: Tensor, dataset, labels: Tensor | None = None, *, spec: DomainSpec | str, cache_dir=None,
@@ -91,22 +89,21 @@ def domain_metrics(fake: Tensor, dataset, labels: Tensor | None = None, *, spec:
             labels = None
     feats, logits = predict(clf.net, x)
     ref_feats, ref_logits = predict(clf.net, ref_x)
-    train_x, train_y = stack_split(dataset, max_train)
-    train_feats, train_logits = predict(clf.net, train_x)
-    fake_scores = _scores(feats, logits, labels, ref_feats)
+    train_x, _ = stack_split(dataset, max_train)
+    train_feats, _ = predict(clf.net, train_x)
+    fake_scores = _scores(feats, ref_feats)
     # a perfect generator: real training items, as many as samples, balanced like the samples
     n = min(len(x), len(train_x))
     pick = torch.linspace(0, len(train_x) - 1, n).round().long()
-    real_scores = _scores(train_feats[pick], train_logits[pick], train_y[pick] if labels is not None else None,
-                          ref_feats)
+    real_scores = _scores(train_feats[pick], ref_feats)
     # in-distribution check: threshold set on the even held-out items, its real value read on the odd ones
-    accepted, tau = in_distribution(feats, train_feats, ref_feats[0::2])
-    real_accepted, _ = in_distribution(ref_feats[1::2], train_feats, ref_feats[0::2])
+    tau = ood_threshold(ref_feats[0::2], train_feats)
+    accepted, real_accepted = knn_distance(feats, train_feats) <= tau, knn_distance(ref_feats[1::2], train_feats) <= tau
     fake_scores["ood_frac"] = float((~accepted).double().mean())
     real_scores["ood_frac"] = float((~real_accepted).double().mean())
     if labels is not None:
         fake_scores.update(_accuracy(logits, labels, accepted))
-        real_scores.update(_accuracy(ref_logits[1::2], ref_y[1::2].long(), real_accepted))
+        real_scores.update(_accuracy(ref_logits[1::2], ref_y[1::2], real_accepted))
     memo = memorisation_check(x, feats, train_x.float(), train_feats, ref_x.float(), ref_feats)
     base = {"available": True, "extractor": f"{spec.name} (domain classifier, penultimate features)",
             "classifier_key": clf.provenance["cache_key"][:16],
